@@ -1,0 +1,149 @@
+"""Turning user inputs (numpy, tf.Tensor, tf.data, one image or a batch) into checked batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasviz._graph import model_inputs
+
+
+@dataclass
+class Batch:
+    """Checked model inputs: one float32 array per model input, all with the same batch size."""
+
+    arrays: list[np.ndarray]
+    single: bool  # the user gave one image without a batch axis
+
+    @property
+    def n(self) -> int:
+        return self.arrays[0].shape[0]
+
+    def squeeze(self, value):
+        """Removes the batch axis again from a result when the user gave a single image."""
+        if not self.single:
+            return value
+        if isinstance(value, dict):
+            return {k: self.squeeze(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.squeeze(v) for v in value)
+        return value[0]
+
+
+def _from_dataset(dataset: tf.data.Dataset):
+    parts = []
+    for element in dataset:
+        x = element[0] if isinstance(element, tuple) else element
+        parts.append(keras.tree.map_structure(np.asarray, x))
+    if not parts:
+        raise ValueError(
+            "Expected `inputs` to hold at least one image. Received: an empty dataset."
+        )
+    return keras.tree.map_structure(lambda *xs: np.concatenate(xs, axis=0), *parts)
+
+
+def as_batch(model: keras.Model, inputs: Any, argname: str = "inputs") -> Batch:
+    """Checks ``inputs`` against the model's input specs and returns a float32 :class:`Batch`.
+
+    Accepts numpy arrays, tf.Tensors, a tf.data.Dataset of ``x`` or ``(x, y)`` elements, and a
+    list or dict for models with several inputs. A single image without a batch axis is
+    accepted; :meth:`Batch.squeeze` removes the axis from results again.
+    """
+    specs = model_inputs(model)
+    if isinstance(inputs, tf.data.Dataset):
+        inputs = _from_dataset(inputs)
+    if isinstance(inputs, dict):
+        names = [getattr(s, "name", None) for s in specs]
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise ValueError(
+                f"Expected `{argname}` to have the keys {names}. Received keys {list(inputs)}."
+            )
+        inputs = [inputs[n] for n in names]
+    if len(specs) == 1 and not isinstance(inputs, list | tuple):
+        inputs = [inputs]
+    if not isinstance(inputs, list | tuple) or len(inputs) != len(specs):
+        got = len(inputs) if isinstance(inputs, list | tuple) else 1
+        raise ValueError(
+            f"Expected `{argname}` to hold {len(specs)} arrays, one per model input. "
+            f"Received: {got}."
+        )
+    arrays, singles = [], []
+    for k, (x, spec) in enumerate(zip(inputs, specs, strict=True)):
+        name = argname if len(specs) == 1 else f"{argname}[{k}]"
+        array, single = _check_one(x, tuple(spec.shape), name)
+        arrays.append(array)
+        singles.append(single)
+    if len({a.shape[0] for a in arrays}) != 1:
+        raise ValueError(
+            f"Expected every array of `{argname}` to have the same batch size. Received: "
+            f"{[a.shape[0] for a in arrays]}."
+        )
+    return Batch(arrays, single=all(singles))
+
+
+def _check_one(x: Any, shape: tuple, name: str) -> tuple[np.ndarray, bool]:
+    array = np.asarray(x)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ValueError(
+            f"Expected `{name}` to be numeric. Received: an array of dtype {array.dtype}."
+        )
+    single = False
+    if array.ndim == len(shape) - 1:
+        array, single = array[None], True
+    if array.ndim != len(shape):
+        raise ValueError(
+            f"Expected `{name}` to have rank {len(shape)} (batch, {', '.join('?' * (len(shape) - 1))}) "
+            f"for a model input of shape {shape}. Received: shape {array.shape}."
+        )
+    if array.shape[0] == 0:
+        raise ValueError(f"Expected `{name}` to hold at least one image. Received: an empty batch.")
+    if shape[-1] is not None and array.shape[-1] != shape[-1]:
+        raise ValueError(
+            f"Expected `{name}` to have {shape[-1]} channels (last axis) for a model input of "
+            f"shape {shape}. Received: shape {array.shape}."
+        )
+    for axis in range(1, len(shape) - 1):
+        if shape[axis] is not None and array.shape[axis] != shape[axis]:
+            raise ValueError(
+                f"Expected `{name}` to have spatial size {shape[1:-1]} for a fixed-size model "
+                f"input of shape {shape}. Received: shape {array.shape}."
+            )
+    array = array.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"Expected `{name}` to be finite. Received: values with NaN or Inf.")
+    return array, single
+
+
+def chunk_slices(n: int, batch_size: int | None) -> list[slice]:
+    """Row slices of at most ``batch_size`` rows (all rows at once when None)."""
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"Expected `batch_size` to be a positive int. Received: {batch_size!r}.")
+    size = n if batch_size is None else batch_size
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def run_chunked(
+    fn: Callable[..., Any],
+    arrays: Sequence[np.ndarray],
+    batch_size: int | None,
+    extra: Sequence[np.ndarray] = (),
+):
+    """Calls ``fn(chunk_arrays, *chunk_extra)`` per chunk and concatenates the outputs into numpy.
+
+    ``fn`` returns a structure of tensors with a leading batch axis. Results stay on the
+    device until every chunk has run; the transfer to numpy happens once at the end.
+    """
+    n = arrays[0].shape[0]
+    results = []
+    for rows in chunk_slices(n, batch_size):
+        chunk = [tf.constant(a[rows]) for a in arrays]
+        results.append(fn(chunk, *[tf.constant(e[rows]) for e in extra]))
+    if len(results) == 1:
+        return keras.tree.map_structure(lambda t: np.asarray(t), results[0])
+    return keras.tree.map_structure(lambda *ts: tf.concat(ts, axis=0).numpy(), *results)

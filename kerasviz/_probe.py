@@ -1,0 +1,184 @@
+"""Probe: a cached, read-only, multi-output view of a model, with logits instead of probabilities."""
+
+from __future__ import annotations
+
+import collections
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from kerasviz._graph import check_graph_model, is_graph_model, model_inputs, run_graph
+from kerasviz._layers import LayerSpec, resolve_layer
+
+_SQUASHING = {"softmax", "sigmoid"}
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+#: How many times each compiled function body was traced; tests use it to catch retracing.
+TRACES: collections.Counter = collections.Counter()
+
+
+def note_trace(name: str) -> None:
+    """Called from inside a ``tf.function`` body: counts one trace of ``name``."""
+    TRACES[name] += 1
+
+
+def _squashing(activation: Any) -> bool:
+    return getattr(activation, "__name__", None) in _SQUASHING
+
+
+def _head_layer(model: keras.Model, output_index: int):
+    """The leaf layer that produces ``model.outputs[output_index]``, through nested models."""
+    tensor = model.outputs[output_index]
+    while True:
+        op, _, tensor_index = tensor._keras_history
+        if is_graph_model(op):
+            tensor = op.outputs[tensor_index]
+            continue
+        return op
+
+
+def pre_activation(layer: Any, x: Any):
+    """The layer's output before a final softmax or sigmoid, from the layer's own variables.
+
+    Returns None when the layer has no squashing activation to bypass.
+    """
+    if isinstance(layer, keras.layers.Softmax):
+        return x
+    if isinstance(layer, keras.layers.Activation) and _squashing(layer.activation):
+        return x
+    if not _squashing(getattr(layer, "activation", None)):
+        return None
+    if isinstance(layer, keras.layers.Dense):
+        y = ops.matmul(x, layer.kernel)
+        return y + layer.bias if layer.use_bias else y
+    if isinstance(layer, keras.layers.Conv1D | keras.layers.Conv2D | keras.layers.Conv3D):
+        y = layer.convolution_op(x, layer.kernel)
+        return y + layer.bias if layer.use_bias else y
+    raise ValueError(
+        f"Expected the model's output layer to be a Dense or Conv layer, or a separate "
+        f"Activation/Softmax layer, to take gradients on logits. Received: layer "
+        f"{layer.name!r} of type {type(layer).__name__} with a {layer.activation.__name__} "
+        "activation. Move the activation into a separate keras.layers.Activation layer."
+    )
+
+
+def _output_index(model: keras.Model, output: int | str | None) -> int:
+    names = [t._keras_history[0].name for t in model.outputs]
+    if output is None:
+        if len(names) > 1:
+            raise ValueError(
+                f"Expected `output` to select one of the model's {len(names)} outputs "
+                f"(an index or one of {names}). Received: output=None."
+            )
+        return 0
+    if isinstance(output, str):
+        if output not in names:
+            raise ValueError(f"Expected `output` to be one of {names}. Received: {output!r}.")
+        return names.index(output)
+    if not -len(names) <= output < len(names):
+        raise ValueError(
+            f"Expected `output` to be an index below {len(names)}. Received: output={output}."
+        )
+    return output % len(names)
+
+
+class Probe:
+    """A read-only view of ``model``: the chosen layers' outputs plus the logits, in one pass.
+
+    The view is a ``keras.Model`` with the model's own inputs. It calls the user's layers, so it
+    shares their variables and always sees the current weights; nothing is cloned or changed.
+    A final softmax or sigmoid is bypassed, so ``logits`` are pre-activation scores.
+
+    Attributes:
+        view: the ``keras.Model`` returning ``[*layer_outputs, logits]`` (logits last, when
+            requested).
+        paths: the resolved layer paths, in the order of ``layers``.
+        num_classes: the size of the logits' last axis.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layers: Sequence[LayerSpec] = (),
+        output: int | str | None = None,
+        logits: bool = True,
+    ):
+        check_graph_model(model)
+        # A weak reference: the cache holds probes, and must not keep the user's model alive.
+        self._model = weakref.ref(model)
+        resolved = [resolve_layer(model, layer) for layer in layers]
+        self.paths = [path for path, _ in resolved]
+        self.layers = [layer for _, layer in resolved]
+        self.output_index = _output_index(model, output)
+        self.with_logits = logits
+        self.bypassed: str | None = None
+        head = _head_layer(model, self.output_index)
+        captured: dict[int, Any] = {}
+        wanted = {id(layer) for layer in self.layers}
+
+        def call(layer, path, args, kwargs):
+            if layer is head:
+                pre = pre_activation(layer, args[0]) if len(args) == 1 else None
+                if pre is not None:
+                    self.bypassed = path
+                    return pre
+            return layer(*args, **kwargs)
+
+        def visit(layer, path, outputs):
+            if id(layer) in wanted:
+                captured[id(layer)] = outputs
+
+        outputs = run_graph(model, model_inputs(model), call, visit=visit)
+        view_outputs = [captured[id(layer)] for layer in self.layers]
+        if logits:
+            view_outputs.append(outputs[self.output_index])
+        self.view = keras.Model(model.inputs, view_outputs, name=f"kerasviz_probe_{model.name}")
+        self.num_classes = outputs[self.output_index].shape[-1]
+        self._functions: dict[Any, Callable] = {}
+
+    @property
+    def model(self) -> keras.Model:
+        return self._model()
+
+    def __call__(self, inputs: Sequence[Any]) -> tuple[list, Any]:
+        """Runs the view; returns ``(layer_outputs, logits)`` (logits None when not requested)."""
+        inputs = list(inputs)
+        out = self.view(inputs if len(inputs) > 1 else inputs[0], training=False)
+        if not isinstance(out, list | tuple):
+            out = [out]
+        out = [tf.cast(o, tf.float32) for o in out]
+        if self.with_logits:
+            return out[:-1], out[-1]
+        return out, None
+
+    def function(self, key: Any, factory: Callable[[Probe], Callable]) -> Callable:
+        """A compiled function built once per key by ``factory(probe)`` and kept with the view."""
+        fn = self._functions.get(key)
+        if fn is None:
+            fn = self._functions[key] = factory(self)
+        return fn
+
+
+def get_probe(
+    model: keras.Model,
+    layers: Sequence[LayerSpec] = (),
+    output: int | str | None = None,
+    logits: bool = True,
+) -> Probe:
+    """The cached :class:`Probe` for ``model`` and this layer set (built on first use)."""
+    check_graph_model(model)
+    key = (tuple(resolve_layer(model, layer)[0] for layer in layers), output, logits)
+    per_model = _CACHE.setdefault(model, {})
+    probe = per_model.get(key)
+    if probe is None:
+        probe = per_model[key] = Probe(model, layers, output=output, logits=logits)
+    return probe
+
+
+def compiled(fn: Callable) -> Callable:
+    """``tf.function`` as kerasviz uses it: traced once per input signature, batch axis relaxed."""
+    return tf.function(fn, reduce_retracing=True)
