@@ -1,5 +1,6 @@
 """kerasviz: see what a trained Keras CNN has learned."""
 
+from kerasviz import metrics
 from kerasviz._layers import default_cam_layer, resolve_layer
 from kerasviz._probe import Probe, get_probe
 from kerasviz.features import (
@@ -20,6 +21,7 @@ __all__ = [
     "filter_weights",
     "get_probe",
     "layer_statistics",
+    "metrics",
     "resolve_layer",
     "top_channels",
 ]
