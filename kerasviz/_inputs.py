@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasviz._graph import model_inputs
+from kerasviz._graph import check_graph_model, model_inputs
 
 
 @dataclass
@@ -54,6 +54,7 @@ def as_batch(model: keras.Model, inputs: Any, argname: str = "inputs") -> Batch:
     list or dict for models with several inputs. A single image without a batch axis is
     accepted; :meth:`Batch.squeeze` removes the axis from results again.
     """
+    check_graph_model(model)
     specs = model_inputs(model)
     if isinstance(inputs, tf.data.Dataset):
         inputs = _from_dataset(inputs)
@@ -93,13 +94,17 @@ def _check_one(x: Any, shape: tuple, name: str) -> tuple[np.ndarray, bool]:
         raise ValueError(
             f"Expected `{name}` to be numeric. Received: an array of dtype {array.dtype}."
         )
-    single = False
-    if array.ndim == len(shape) - 1:
-        array, single = array[None], True
+    per_image = shape[1:]
+    single = array.ndim == len(shape) - 1 and all(
+        want is None or got == want for got, want in zip(array.shape, per_image, strict=True)
+    )
+    if single:
+        array = array[None]
     if array.ndim != len(shape):
         raise ValueError(
-            f"Expected `{name}` to have rank {len(shape)} (batch, {', '.join('?' * (len(shape) - 1))}) "
-            f"for a model input of shape {shape}. Received: shape {array.shape}."
+            f"Expected `{name}` to have rank {len(shape)} (a batch), or rank {len(shape) - 1} for "
+            f"one image of shape {per_image}, for a model input of shape {shape}. "
+            f"Received: shape {array.shape}."
         )
     if array.shape[0] == 0:
         raise ValueError(f"Expected `{name}` to hold at least one image. Received: an empty batch.")

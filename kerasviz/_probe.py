@@ -113,10 +113,10 @@ class Probe:
         resolved = [resolve_layer(model, layer) for layer in layers]
         self.paths = [path for path, _ in resolved]
         self.layers = [layer for _, layer in resolved]
-        self.output_index = _output_index(model, output)
+        self.output_index = _output_index(model, output) if logits else None
         self.with_logits = logits
         self.bypassed: str | None = None
-        head = _head_layer(model, self.output_index)
+        head = _head_layer(model, self.output_index) if logits else None
         captured: dict[int, Any] = {}
         wanted = {id(layer) for layer in self.layers}
 
@@ -136,8 +136,13 @@ class Probe:
         view_outputs = [captured[id(layer)] for layer in self.layers]
         if logits:
             view_outputs.append(outputs[self.output_index])
-        self.view = keras.Model(model.inputs, view_outputs, name=f"kerasviz_probe_{model.name}")
-        self.num_classes = outputs[self.output_index].shape[-1]
+        inputs = model_inputs(model)
+        self.view = keras.Model(
+            inputs if len(inputs) > 1 else inputs[0],
+            view_outputs,
+            name=f"kerasviz_probe_{model.name}",
+        )
+        self.num_classes = outputs[self.output_index].shape[-1] if logits else None
         self._functions: dict[Any, Callable] = {}
 
     @property
