@@ -10,18 +10,30 @@ from kerasviz.features import (
     layer_statistics,
     top_channels,
 )
+from kerasviz.receptive_field import (
+    ReceptiveField,
+    backproject,
+    backproject_tf,
+    crop_to_receptive_field,
+    resize_bilinear,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Probe",
+    "ReceptiveField",
     "TopChannels",
+    "backproject",
+    "backproject_tf",
+    "crop_to_receptive_field",
     "default_cam_layer",
     "feature_maps",
     "filter_weights",
     "get_probe",
     "layer_statistics",
     "metrics",
+    "resize_bilinear",
     "resolve_layer",
     "top_channels",
 ]
