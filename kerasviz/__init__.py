@@ -20,6 +20,18 @@ from kerasviz.receptive_field import (
 
 __version__ = "0.1.0"
 
+# Presentation is loaded on first access (`kerasviz.plot`), never by `import kerasviz`.
+_LAZY_SUBMODULES = ("plot",)
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"kerasviz.{name}")
+    raise AttributeError(f"module 'kerasviz' has no attribute {name!r}")
+
+
 __all__ = [
     "Probe",
     "ReceptiveField",
@@ -33,6 +45,7 @@ __all__ = [
     "get_probe",
     "layer_statistics",
     "metrics",
+    "plot",
     "resize_bilinear",
     "resolve_layer",
     "top_channels",
