@@ -15,6 +15,7 @@ from kerasviz.receptive_field import (
     backproject,
     backproject_tf,
     crop_to_receptive_field,
+    receptive_field,
     resize_bilinear,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "layer_statistics",
     "metrics",
     "plot",
+    "receptive_field",
     "resize_bilinear",
     "resolve_layer",
     "top_channels",

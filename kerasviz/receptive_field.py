@@ -15,11 +15,16 @@ Networks", Distill (2019).
 from __future__ import annotations
 
 import functools
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
+
+from kerasviz._graph import model_inputs, run_graph
+from kerasviz._layers import LayerSpec, resolve_layer
 
 
 @dataclass(frozen=True)
@@ -348,3 +353,474 @@ def crop_to_receptive_field(
         slice(lo, hi) for lo, hi in zip(box[:d], box[d:], strict=True)
     )
     return x[index].copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Receptive fields by walking the graph
+
+
+class _Flow:
+    """What flows through the walk in place of a tensor.
+
+    ``geo`` holds ``(size, stride, start)`` per spatial axis, or None for a global field (every
+    unit sees the whole input). ``spec`` is the symbolic tensor with the value's shape,
+    ``sources`` the model inputs the field refers to, ``error`` why no field exists (the
+    error travels on, and is raised only when a layer that depends on it is asked for).
+    """
+
+    __slots__ = ("geo", "spec", "sources", "error")
+
+    def __init__(self, geo, spec, sources=frozenset(), error=None):
+        self.geo = geo
+        self.spec = spec
+        self.sources = frozenset(sources)
+        self.error = error
+
+    @property
+    def spatial(self) -> tuple:
+        return tuple(self.spec.shape[1:-1])
+
+
+class _TraceError(Exception):
+    pass
+
+
+def _layer_types(*names: str) -> tuple[type, ...]:
+    return tuple(getattr(keras.layers, n) for n in names if hasattr(keras.layers, n))
+
+
+_TRANSPOSED = _layer_types("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+_RESAMPLING = _layer_types(
+    "UpSampling1D", "UpSampling2D", "UpSampling3D", "Resizing", "RandomCrop", "CenterCrop"
+)
+_CONV = _layer_types(
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
+)
+_POOL = _layer_types(
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "MaxPooling3D",
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "AveragePooling3D",
+)
+_GLOBAL = _layer_types(
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalAveragePooling3D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "GlobalMaxPooling3D",
+    "Flatten",
+)
+_PADDING = _layer_types("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D")
+_CROPPING = _layer_types("Cropping1D", "Cropping2D", "Cropping3D")
+# Layers that act at each position (normalization statistics, like squeeze-and-excitation
+# gates, count as channel weighting). Random augmentations are the identity at inference.
+_POSITION_WISE = _layer_types(
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "UnitNormalization",
+    "RMSNormalization",
+    "SpectralNormalization",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
+    "Softmax",
+    "Dropout",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Rescaling",
+    "Normalization",
+    "Identity",
+    "Dense",
+    "Masking",
+    "RandomFlip",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomTranslation",
+    "RandomContrast",
+    "RandomBrightness",
+)
+_MERGE = _layer_types("Add", "Subtract", "Average", "Maximum", "Minimum", "Multiply", "Concatenate")
+# Functional-API operations (``x + y``, ``keras.ops.relu(x)``) recorded as graph nodes.
+_OP_MERGE = {"Add", "Subtract", "Multiply", "Maximum", "Minimum", "Divide", "TrueDivide"}
+_OP_ELEMENTWISE = {
+    "Relu",
+    "Relu6",
+    "Sigmoid",
+    "HardSigmoid",
+    "Silu",
+    "HardSilu",
+    "Gelu",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "Softsign",
+    "LeakyRelu",
+    "Mish",
+    "Tanh",
+    "Abs",
+    "Absolute",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Square",
+    "Negative",
+    "Cast",
+    "Clip",
+}
+
+
+def _op_name(layer: Any) -> str | None:
+    """The class name of a ``keras.ops`` operation node, None for a layer."""
+    cls = type(layer)
+    if isinstance(layer, keras.layers.Layer) or not cls.__module__.startswith("keras.src.ops"):
+        return None
+    return cls.__name__
+
+
+def _same_pad_before(n: int | None, k_eff: int, s: int, path: str) -> int:
+    """TensorFlow's ``same`` padding puts the odd pixel at the end (bottom/right)."""
+    if n is None:
+        raise _TraceError(
+            f"layer {path!r} uses 'same' padding on an axis of unknown size; pass "
+            "`input_size=` to receptive_field"
+        )
+    total = max(k_eff - s, 0) if n % s == 0 else max(k_eff - n % s, 0)
+    return total // 2
+
+
+def _sliding(flow: _Flow, layer, path: str, kernel, strides, dilation, padding) -> tuple:
+    if flow.geo is None:
+        return None
+    geo = []
+    for axis, (size, stride, start) in enumerate(flow.geo):
+        k_eff = dilation[axis] * (kernel[axis] - 1) + 1
+        s = strides[axis]
+        if padding == "valid":
+            before = 0
+        elif padding == "same":
+            before = _same_pad_before(flow.spatial[axis], k_eff, s, path)
+        elif padding == "causal":
+            before = k_eff - 1
+        else:
+            raise _TraceError(f"layer {path!r} has unknown padding {padding!r}")
+        geo.append((size + (k_eff - 1) * stride, stride * s, start - before * stride))
+    return tuple(geo)
+
+
+def _pairs(value, d: int) -> list[tuple[int, int]]:
+    """ZeroPadding/Cropping amounts as ``(before, after)`` per spatial axis."""
+    if d == 1:
+        value = (value,)
+    return [(int(a), int(b)) for a, b in value]
+
+
+def _union(flows: list[_Flow], path: str) -> tuple | None:
+    if any(f.geo is None for f in flows):
+        return None
+    first = flows[0].geo
+    if any(len(f.geo) != len(first) for f in flows):
+        raise _TraceError(f"layer {path!r} merges inputs with different numbers of spatial axes")
+    geo = []
+    for axis in range(len(first)):
+        strides = {f.geo[axis][1] for f in flows}
+        if len(strides) > 1:
+            raise _TraceError(
+                f"layer {path!r} merges branches with different strides {sorted(strides)} "
+                f"on spatial axis {axis}, so its units' fields are not evenly spaced"
+            )
+        low = min(f.geo[axis][2] for f in flows)
+        high = max(f.geo[axis][2] + f.geo[axis][0] for f in flows)
+        geo.append((high - low, strides.pop(), low))
+    return tuple(geo)
+
+
+def _is_gate(flow: _Flow, out_spatial: tuple) -> bool:
+    """A squeeze-and-excitation style gate: global, or 1x1 (or no spatial axes) broadcast."""
+    if flow.geo is None:
+        return True
+    return all(s == 1 for s in flow.spatial) and flow.spatial != out_spatial
+
+
+def _merge(layer, path: str, flows: list[_Flow], out_spatial: tuple, gating: bool):
+    if gating and len(flows) > 1:
+        kept = [f for f in flows if not _is_gate(f, out_spatial)]
+        if kept:
+            flows = kept
+    for f in flows:
+        if f.geo is not None and f.spatial != out_spatial:
+            raise _TraceError(
+                f"layer {path!r} broadcasts an input of spatial shape {f.spatial} to "
+                f"{out_spatial}; only squeeze-and-excitation gates (Multiply) can be broadcast"
+            )
+    if isinstance(layer, keras.layers.Concatenate):
+        rank = len(flows[0].spec.shape)
+        if layer.axis not in (-1, rank - 1):
+            raise _TraceError(
+                f"layer {path!r} concatenates along axis {layer.axis}, not the channel axis"
+            )
+    return _union(flows, path), flows
+
+
+def _geometry(layer, path: str, flows: list[_Flow], out_spatial: tuple):
+    """The output field of one leaf layer; returns ``(geo, flows_it_depends_on)``."""
+    name = _op_name(layer)
+    if name is not None:
+        if name in _OP_MERGE:
+            return _merge(layer, path, flows, out_spatial, gating=name == "Multiply")
+        if name == "Concatenate" and getattr(layer, "axis", None) in (-1, len(out_spatial) + 1):
+            return _merge(layer, path, flows, out_spatial, gating=False)
+        if name in _OP_ELEMENTWISE and len(flows) == 1:
+            return _keep(flows[0], path, out_spatial), flows
+        raise _TraceError(
+            f"layer {path!r} of type {type(layer).__name__} is an operation whose receptive "
+            "field is not known"
+        )
+    data_format = getattr(layer, "data_format", "channels_last")
+    if data_format == "channels_first":
+        raise _TraceError(f"layer {path!r} uses data_format='channels_first'")
+    if isinstance(layer, _MERGE):
+        return _merge(
+            layer, path, flows, out_spatial, gating=isinstance(layer, keras.layers.Multiply)
+        )
+    if len(flows) != 1:
+        raise _TraceError(f"layer {path!r} of type {type(layer).__name__} takes several inputs")
+    (flow,) = flows
+    if isinstance(layer, _TRANSPOSED + _RESAMPLING):
+        raise _TraceError(
+            f"layer {path!r} of type {type(layer).__name__} resamples its input: its units' "
+            "fields are not evenly spaced at an integer stride"
+        )
+    if isinstance(layer, _CONV):
+        return _sliding(
+            flow, layer, path, layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding
+        ), flows
+    if isinstance(layer, _POOL):
+        d = len(layer.pool_size)
+        return _sliding(
+            flow, layer, path, layer.pool_size, layer.strides, (1,) * d, layer.padding
+        ), flows
+    if isinstance(layer, _GLOBAL):
+        return None, flows
+    if isinstance(layer, _PADDING + _CROPPING):
+        if flow.geo is None:
+            return None, flows
+        padding = isinstance(layer, _PADDING)
+        amounts = _pairs(layer.padding if padding else layer.cropping, len(flow.geo))
+        sign = -1 if padding else 1
+        geo = tuple(
+            (size, stride, start + sign * before * stride)
+            for (size, stride, start), (before, _) in zip(flow.geo, amounts, strict=True)
+        )
+        return geo, flows
+    if isinstance(layer, keras.layers.Reshape) and flow.geo is None:
+        return None, flows
+    if isinstance(layer, _POSITION_WISE + (keras.layers.Reshape,)):
+        return _keep(flow, path, out_spatial), flows
+    raise _TraceError(
+        f"layer {path!r} of type {type(layer).__name__} has no known receptive-field rule"
+    )
+
+
+def _keep(flow: _Flow, path: str, out_spatial: tuple):
+    if flow.geo is not None and flow.spatial != out_spatial:
+        raise _TraceError(
+            f"layer {path!r} changes the spatial shape from {flow.spatial} to {out_spatial}"
+        )
+    return flow.geo
+
+
+def _specs(structure):
+    return keras.tree.map_structure(
+        lambda v: v.spec if isinstance(v, _Flow) else v, structure, none_is_leaf=True
+    )
+
+
+def _error_outputs(layer, message: str, spec=None):
+    if spec is not None:
+        return keras.tree.pack_sequence_as(
+            spec, [_Flow(None, s, error=message) for s in keras.tree.flatten(spec)]
+        )
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    count = len(keras.tree.flatten(nodes[0].outputs)) if nodes else 1
+    flows = [_Flow(None, None, error=message) for _ in range(count)]
+    return flows[0] if count == 1 else flows
+
+
+def _flow_call(layer, path: str, args: tuple, kwargs: dict):
+    """``run_graph``'s stand-in for a layer call: from input fields to output fields."""
+    flows = [v for v in keras.tree.flatten((args, kwargs)) if isinstance(v, _Flow)]
+    errors = [f.error for f in flows if f.error is not None]
+    if errors:
+        return _error_outputs(layer, errors[0])
+    try:
+        spec = layer.compute_output_spec(*_specs(args), **_specs(kwargs))
+    except Exception as exc:  # a layer that cannot run on a symbolic input of this shape
+        return _error_outputs(layer, f"the output shape of layer {path!r} is unknown ({exc})")
+    specs = keras.tree.flatten(spec)
+    out_spatial = tuple(specs[0].shape[1:-1])
+    try:
+        if len(specs[0].shape) < 3:
+            geo, used = None, flows
+        else:
+            geo, used = _geometry(layer, path, flows, out_spatial)
+    except _TraceError as exc:
+        return _error_outputs(layer, str(exc), spec)
+    sources = frozenset().union(*(f.sources for f in used))
+    return keras.tree.pack_sequence_as(spec, [_Flow(geo, s, sources) for s in specs])
+
+
+# model -> {input_size: {path: [flow, ...]}}; weak keys, so the cache never keeps a model alive.
+_FIELDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _input_flows(model, input_size) -> list[_Flow]:
+    refs = model_inputs(model)
+    spatial = [i for i, ref in enumerate(refs) if len(ref.shape) >= 3]
+    if input_size is not None and len(spatial) != 1:
+        raise ValueError(
+            "Expected `input_size` only for a model with one spatial input. Received: "
+            f"input_size={input_size} for a model with {len(spatial)} spatial inputs."
+        )
+    flows = []
+    for index, ref in enumerate(refs):
+        shape = tuple(ref.shape)
+        d = len(shape) - 2
+        if d < 1:
+            flows.append(_Flow(None, keras.KerasTensor(shape, dtype=ref.dtype)))
+            continue
+        if input_size is not None:
+            if len(input_size) != d or any(
+                known is not None and known != size
+                for known, size in zip(shape[1:-1], input_size, strict=False)
+            ):
+                raise ValueError(
+                    f"Expected `input_size` to give the {d} spatial sizes of the model input "
+                    f"{shape}. Received: input_size={input_size}."
+                )
+            shape = (shape[0], *input_size, shape[-1])
+        geo = ((1, 1, 0),) * d
+        flows.append(_Flow(geo, keras.KerasTensor(shape, dtype=ref.dtype), {index}))
+    return flows
+
+
+def _field_table(model, input_size) -> dict[str, list[_Flow]]:
+    per_model = _FIELDS.setdefault(model, {})
+    table = per_model.get(input_size)
+    if table is None:
+        table = {}
+
+        def visit(layer, path, outputs):
+            table.setdefault(path, []).append(keras.tree.flatten(outputs)[0])
+
+        run_graph(model, _input_flows(model, input_size), _flow_call, visit=visit)
+        per_model[input_size] = table
+    return table
+
+
+def receptive_field(
+    model: keras.Model, layer: LayerSpec, *, input_size: tuple[int, ...] | None = None
+) -> ReceptiveField:
+    """The exact receptive field of the units of ``layer``, in input pixels.
+
+    Derived by walking the model's graph (nested models included) with a field in place of
+    each tensor. Convolutions (any subclass of Keras' Conv/Depthwise/Separable layers) and
+    pooling follow their kernel, stride, dilation and padding, with TensorFlow's asymmetric
+    ``same`` padding (the odd pixel goes to the bottom/right); ZeroPadding and Cropping shift
+    the field; normalization, activations, Dropout, Rescaling and Dense on a spatial tensor
+    keep it; Add/Concatenate/Average/Maximum/Subtract take the union of their branches; a
+    Multiply by a global or 1x1 branch (squeeze-and-excitation) is channel weighting and is
+    ignored; global pooling, Flatten and anything without spatial axes give a global field.
+    Transposed convolutions, upsampling and unknown layers raise a ValueError naming the layer.
+
+    Args:
+        model: a Sequential or functional model, with a single spatial input (or a layer that
+            depends on only one of several inputs).
+        layer: a name, ``"outer/inner"`` path, index or Layer object.
+        input_size: the spatial input size, for models built with unknown (None) sizes.
+
+    Returns:
+        A :class:`ReceptiveField`; ``box(i, j)`` gives unit ``(i, j)``'s clipped input box.
+
+    Reference: Araujo et al., "Computing Receptive Fields of Convolutional Neural Networks",
+    Distill (2019).
+
+    Example:
+        >>> rf = kerasviz.receptive_field(model, "block3_conv3")
+        >>> rf.size, rf.stride, rf.start
+        ((40, 40), (4, 4), (-18, -18))
+    """
+    path, _ = resolve_layer(model, layer)
+    if input_size is not None:
+        if isinstance(input_size, int | np.integer):
+            input_size = (input_size,)
+        input_size = tuple(int(s) for s in input_size)
+    records = _field_table(model, input_size).get(path)
+    if not records:
+        raise ValueError(
+            f"Expected `layer` to be reached from the inputs of model {model.name!r}. "
+            f"Received: layer={path!r}, which the model's graph never calls."
+        )
+    flow = records[0]
+    for other in records[1:]:
+        if other.error is None and flow.error is None:
+            same = (other.geo, other.spatial, other.sources) == (
+                flow.geo,
+                flow.spatial,
+                flow.sources,
+            )
+        else:
+            same = other.error == flow.error
+        if not same:
+            raise ValueError(
+                f"Expected `layer` to be called once, or always on inputs with the same field. "
+                f"Received: layer={path!r}, called {len(records)} times with different fields."
+            )
+    if flow.error is not None:
+        raise ValueError(f"Cannot compute the receptive field of layer={path!r}: {flow.error}.")
+    return _to_field(model, path, flow, input_size)
+
+
+def _to_field(model, path: str, flow: _Flow, input_size) -> ReceptiveField:
+    refs = model_inputs(model)
+    if len(flow.sources) != 1:
+        names = [refs[i].name for i in sorted(flow.sources)]
+        what = f"several model inputs {names}" if names else "no spatial model input"
+        raise ValueError(
+            f"Expected `layer` to depend on exactly one spatial model input. Received: "
+            f"layer={path!r}, which depends on {what}."
+        )
+    (index,) = flow.sources
+    shape = tuple(refs[index].shape[1:-1])
+    if input_size is not None:
+        shape = input_size
+    if any(s is None for s in shape):
+        raise ValueError(
+            f"Expected a model input of known spatial size to place layer={path!r}'s field. "
+            f"Received: an input of spatial shape {shape}. Pass `input_size=(height, width)`."
+        )
+    d = len(shape)
+    if flow.geo is None:
+        map_size = flow.spatial if len(flow.spatial) == d else (1,) * d
+        map_size = tuple(1 if s is None else s for s in map_size)
+        return ReceptiveField(shape, (0,) * d, (0,) * d, shape, map_size, index)
+    size, stride, start = zip(*flow.geo, strict=True)
+    if any(s is None for s in flow.spatial):
+        raise ValueError(
+            f"Expected layer={path!r} to have a known spatial output size. Received: "
+            f"{flow.spatial}. Pass `input_size=`."
+        )
+    return ReceptiveField(size, stride, start, shape, flow.spatial, index)
