@@ -1,8 +1,24 @@
 """kerasviz: see what a trained Keras CNN has learned."""
 
-from kerasviz import metrics
+from kerasviz import attribution, metrics
 from kerasviz._layers import default_cam_layer, resolve_layer
 from kerasviz._probe import Probe, get_probe
+from kerasviz.attribution import (
+    cam,
+    grad_cam,
+    grad_cam_plus_plus,
+    grad_cam_plus_plus_weights,
+    grad_cam_weights,
+    guided_backprop,
+    guided_grad_cam,
+    integrated_gradients,
+    layer_cam,
+    layer_cam_weights,
+    occlusion,
+    saliency,
+    score_cam,
+    smoothgrad,
+)
 from kerasviz.features import (
     TopChannels,
     feature_maps,
@@ -37,6 +53,21 @@ __all__ = [
     "Probe",
     "ReceptiveField",
     "TopChannels",
+    "attribution",
+    "cam",
+    "grad_cam",
+    "grad_cam_plus_plus",
+    "grad_cam_plus_plus_weights",
+    "grad_cam_weights",
+    "guided_backprop",
+    "guided_grad_cam",
+    "integrated_gradients",
+    "layer_cam",
+    "layer_cam_weights",
+    "occlusion",
+    "saliency",
+    "score_cam",
+    "smoothgrad",
     "backproject",
     "backproject_tf",
     "crop_to_receptive_field",

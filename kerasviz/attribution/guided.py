@@ -1,0 +1,269 @@
+"""Guided backpropagation and Guided Grad-CAM, on a guided view of the model.
+
+The guided view runs the model's own layers and variables (nested models included) with
+every ReLU replaced by a *guided* ReLU: the same forward value, but on the way back a gradient
+passes only where the ReLU's input is positive *and* the incoming gradient is positive. The
+ReLUs found are ``keras.layers.ReLU`` layers, ``Activation("relu")`` layers, and the
+``activation="relu"`` of Dense and convolution layers, whose pre-activation is recomputed from
+the layer's own variables. Nothing in the user's model is changed; a final softmax or sigmoid
+is bypassed, as in :class:`kerasviz.Probe`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from kerasviz._graph import model_inputs, run_graph
+from kerasviz._inputs import run_chunked
+from kerasviz._layers import LayerSpec
+from kerasviz._probe import Probe, _head_layer, compiled, get_probe, note_trace, pre_activation
+from kerasviz._targets import Targets, callable_key, select_scores
+from kerasviz.attribution.cams import cam, cam_layers, grad_cam_weights
+from kerasviz.attribution.gradients import one_or_list, setup
+from kerasviz.receptive_field import receptive_field
+
+
+def _guided(fn: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``fn`` forward; backward, ``fn``'s own vector-Jacobian product of ``relu(dy)``.
+
+    For a ReLU that is ``relu(dy) * (x > 0)``: only positive gradients through active units.
+    """
+
+    @tf.custom_gradient
+    def guided(x):
+        y = fn(x)
+
+        def grad(dy):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                z = fn(x)
+            return tape.gradient(z, x, output_gradients=tf.nn.relu(dy))
+
+        return y, grad
+
+    return guided
+
+
+class _GuidedActivation(keras.layers.Layer):
+    """A guided version of an activation function, as a layer of the guided view."""
+
+    def __init__(self, fn: Callable, source: Any, **kwargs):
+        super().__init__(name=f"guided_{source.name}", autocast=False, **kwargs)
+        self._fn = fn
+
+    def call(self, x):
+        return _guided(self._fn)(x)
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor(x.shape, x.dtype)
+
+
+def _is_relu(activation: Any) -> bool:
+    return getattr(activation, "__name__", None) == "relu"
+
+
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_TRANSPOSE = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def _linear_part(layer: Any, x: Any):
+    """A Dense or convolution layer's output before its activation, from its own variables."""
+    if getattr(layer, "quantization_mode", None):
+        raise ValueError(
+            f"Expected the ReLU layers of `model` to be float layers for guided backprop. "
+            f"Received: layer {layer.name!r} quantized as {layer.quantization_mode!r}."
+        )
+    if isinstance(layer, keras.layers.Dense):
+        y = ops.matmul(x, layer.kernel)
+    elif isinstance(layer, _SEPARABLE):
+        y = ops.separable_conv(
+            x,
+            layer.depthwise_kernel,
+            layer.pointwise_kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+    elif isinstance(layer, _DEPTHWISE):
+        y = ops.depthwise_conv(
+            x,
+            layer.kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+    elif isinstance(layer, _TRANSPOSE):
+        y = ops.conv_transpose(
+            x,
+            layer.kernel,
+            strides=list(layer.strides),
+            padding=layer.padding,
+            output_padding=layer.output_padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+    elif isinstance(layer, _CONV) and layer.padding != "causal":
+        y = layer.convolution_op(x, layer.kernel)
+    else:
+        raise ValueError(
+            "Expected layers with `activation='relu'` to be Dense or convolution layers, to "
+            f"guide their ReLU. Received: layer {layer.name!r} of type "
+            f"{type(layer).__name__}. Move its activation into a keras.layers.ReLU layer."
+        )
+    if getattr(layer, "bias", None) is None:
+        return y
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        shape = (1, -1) + (1,) * (len(y.shape) - 2)
+        return y + ops.reshape(layer.bias, shape)
+    return y + layer.bias
+
+
+def _build_guided_view(model: keras.Model, output_index: int) -> keras.Model:
+    head = _head_layer(model, output_index)
+
+    def call(layer, path, args, kwargs):
+        x = args[0] if len(args) == 1 and not kwargs else None
+        if layer is head and x is not None:
+            pre = pre_activation(layer, x)
+            if pre is not None:
+                return pre
+        if isinstance(layer, keras.layers.ReLU) and x is not None:
+            return _GuidedActivation(layer.call, layer)(x)
+        if isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation):
+            return _GuidedActivation(layer.activation, layer)(x)
+        if _is_relu(getattr(layer, "activation", None)) and x is not None:
+            return _GuidedActivation(layer.activation, layer)(_linear_part(layer, x))
+        return layer(*args, **kwargs)
+
+    inputs = model_inputs(model)
+    outputs = run_graph(model, inputs, call)
+    return keras.Model(
+        inputs if len(inputs) > 1 else inputs[0],
+        outputs[output_index],
+        name=f"kerasviz_guided_{model.name}",
+    )
+
+
+def guided_model(model: keras.Model, output: int | str | None = None) -> keras.Model:
+    """The guided view: the model's logits, with guided ReLUs on the way back (cached).
+
+    Example:
+        >>> view = guided_model(model)
+        >>> np.allclose(view(x), kerasviz.get_probe(model)([x])[1])
+        True
+    """
+    probe = get_probe(model, (), output=output)
+    return probe.function("guided_view", lambda p: _build_guided_view(p.model, p.output_index))
+
+
+def _guided_factory(targets: Targets) -> Callable[[Probe], Callable]:
+    def factory(probe: Probe):
+        view = probe.function("guided_view", lambda p: _build_guided_view(p.model, p.output_index))
+
+        def step(inputs, indices):
+            note_trace("guided_backprop")
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(inputs)
+                logits = view(inputs if len(inputs) > 1 else inputs[0], training=False)
+                scores = select_scores(tf.cast(logits, tf.float32), indices, targets)
+            return tape.gradient(scores, inputs, unconnected_gradients="zero")
+
+        return compiled(step)
+
+    return factory
+
+
+def guided_backprop(
+    model: keras.Model,
+    inputs: Any,
+    targets: Targets = None,
+    *,
+    batch_size: int | None = None,
+    output: int | str | None = None,
+) -> np.ndarray | list[np.ndarray]:
+    """Guided backpropagation: input gradients with only positive signals through every ReLU.
+
+    Args:
+        model: a Sequential or functional Keras model (nested models included).
+        inputs: images ``(n, H, W, C)`` or one image ``(H, W, C)``; a list for several inputs.
+        targets: an int, one int per image, a callable ``logits -> (n,)`` or None (predicted).
+        batch_size: rows per forward pass; None for all images at once.
+        output: which model output to explain, for models with several.
+
+    Returns:
+        float32 gradients shaped like the inputs (a list for several inputs).
+
+    Reference: Springenberg et al., "Striving for Simplicity: The All Convolutional Net"
+    (2015). Adebayo et al. (2018) show that it barely depends on the upper layers' weights.
+
+    Example:
+        >>> g = kerasviz.guided_backprop(model, images, targets=3)  # (n, H, W, C)
+    """
+    batch, probe, indices = setup(model, inputs, targets, output=output)
+    fn = probe.function(("guided_backprop", callable_key(targets)), _guided_factory(targets))
+    grads = run_chunked(fn, batch.arrays, batch_size, extra=[indices])
+    return one_or_list(batch, list(grads))
+
+
+def guided_grad_cam(
+    model: keras.Model,
+    inputs: Any,
+    targets: Targets = None,
+    layer: LayerSpec | None = None,
+    *,
+    batch_size: int | None = None,
+    upsample: str = "receptive_field",
+    output: int | str | None = None,
+) -> np.ndarray:
+    """Guided Grad-CAM: guided backprop times the Grad-CAM map, pixel by pixel.
+
+    Args:
+        layer: the CAM layer; None for the default CAM layer.
+        upsample: how the Grad-CAM map reaches the input, ``"receptive_field"`` or
+            ``"bilinear"``.
+        Others: as in :func:`guided_backprop`.
+
+    Returns:
+        float32 ``(n, H, W, C)`` for the model input the layer sees.
+
+    Reference: Selvaraju et al., "Grad-CAM" (2017), section 3.
+
+    Example:
+        >>> g = kerasviz.guided_grad_cam(model, images, targets=3)
+    """
+    if upsample not in ("receptive_field", "bilinear"):
+        raise ValueError(
+            "Expected `upsample` to be 'receptive_field' or 'bilinear' for Guided Grad-CAM. "
+            f"Received: upsample={upsample!r}."
+        )
+    if isinstance(layer, list | tuple):
+        raise ValueError(f"Expected `layer` to name one layer. Received: {layer!r}.")
+    maps = cam(
+        model,
+        inputs,
+        targets,
+        layer,
+        weighting=grad_cam_weights,
+        batch_size=batch_size,
+        upsample=upsample,
+        output=output,
+    )
+    grads = guided_backprop(model, inputs, targets, batch_size=batch_size, output=output)
+    if isinstance(grads, list):
+        (path,), _ = cam_layers(model, layer)
+        grads = grads[receptive_field(model, path).input_index]
+    return grads * maps[..., None]
