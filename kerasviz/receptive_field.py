@@ -147,22 +147,39 @@ class ReceptiveField:
 
 
 @functools.lru_cache(maxsize=64)
-def _coverage(rf: ReceptiveField) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """Per axis, the (input, map) 0/1 matrix of which unit covers which pixel; and the counts.
+def _coverage(rf: ReceptiveField) -> tuple[tuple[tuple[np.ndarray, np.ndarray], ...], np.ndarray]:
+    """Per axis, the range ``[first, last)`` of units covering each input pixel; and the counts.
 
-    Fields are boxes, so a pixel is covered by unit ``(i, j)`` exactly when row ``y`` is covered
-    by ``i`` and column ``x`` by ``j``: the coverage of the whole map factorizes per axis.
+    Fields are boxes, so pixel ``(y, x)`` is covered by unit ``(i, j)`` exactly when row ``y``
+    is covered by ``i`` and column ``x`` by ``j``: coverage factorizes per axis. Along an axis,
+    clipped field bounds never decrease with the unit index, so the units covering a pixel are
+    a contiguous range, and the sum of their values is a difference of two prefix sums.
     """
-    mats = []
+    ranges, per_axis = [], []
     for axis in range(rf.ndim):
         low, high = rf.intervals(axis)
-        pixels = np.arange(rf.input_size[axis])[:, None]
-        mat = ((pixels >= low[None, :]) & (pixels < high[None, :])).astype(np.float64)
-        mat.setflags(write=False)
-        mats.append(mat)
-    counts = functools.reduce(np.multiply.outer, [m.sum(axis=1) for m in mats])
+        pixels = np.arange(rf.input_size[axis])
+        first = np.searchsorted(high, pixels, side="right")  # first unit ending after the pixel
+        last = np.searchsorted(low, pixels, side="right")  # units starting at or before it
+        last = np.maximum(last, first)
+        for arr in (first, last):
+            arr.setflags(write=False)
+        ranges.append((first, last))
+        per_axis.append((last - first).astype(np.float64))
+    counts = functools.reduce(np.multiply.outer, per_axis)
     counts.setflags(write=False)
-    return tuple(mats), counts
+    return tuple(ranges), counts
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse(rf: ReceptiveField) -> tuple[np.ndarray, np.ndarray]:
+    """``1 / count`` of covering units per input pixel (0 where none), and the uncovered mask."""
+    _, counts = _coverage(rf)
+    inverse = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0), 0.0)
+    uncovered = counts == 0
+    for arr in (inverse, uncovered):
+        arr.setflags(write=False)
+    return inverse, uncovered
 
 
 def _layout(shape: tuple, rf: ReceptiveField, input_size, argname: str = "values"):
@@ -207,10 +224,10 @@ def backproject(
 
     Each input pixel gets the mean of the values of all units whose field, clipped to the
     input, covers it: the definition "stack one image per unit, filled with its value inside its
-    field, and average over the units that cover each pixel", computed separably as
-    ``A_y @ V @ A_x.T / (count_y * count_x)`` with 0/1 coverage matrices ``A``, in O(n * H * W)
-    memory. Pixels that no unit covers (possible with ``valid`` padding and a large stride)
-    get ``fill``.
+    field, and average over the units that cover each pixel", computed separably (the units
+    covering a pixel form a box of units, summed by prefix sums along each axis) in O(n * H * W)
+    time and memory; nothing of size H * W * h * w is allocated. Pixels that no unit covers
+    (possible with ``valid`` padding and a stride larger than the field) get ``fill``.
 
     Args:
         values: maps shaped ``(h, w)``, ``(n, h, w)`` or ``(n, h, w, c)`` for a 2D layer (one
@@ -230,17 +247,34 @@ def backproject(
         >>> rf = kerasviz.receptive_field(model, "conv2d_3")
         >>> heat = kerasviz.backproject(cams, rf)  # (8, 58, 58) -> (8, 128, 128)
     """
-    x = np.asarray(values, dtype=np.float64)
+    x = np.asarray(values)
     batched, channels = _layout(x.shape, rf, input_size)
+    if not np.isfinite(x).all():
+        raise ValueError(
+            "Expected `values` to be finite. Received: an array with "
+            f"{int(np.size(x) - np.isfinite(x).sum())} NaN or infinite entries."
+        )
     if not batched:
         x = x[None]
-    mats, counts = _coverage(rf)
-    for axis, mat in enumerate(mats):
-        # tensordot puts the new (input) axis first; move it back to where the map axis was.
-        x = np.moveaxis(np.tensordot(mat, x, axes=([1], [axis + 1])), 0, axis + 1)
-    count = counts[None, ..., None] if channels else counts[None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(count > 0, x / np.maximum(count, 1), fill).astype(np.float32)
+    ranges, _ = _coverage(rf)
+    d = rf.ndim
+    # integral image: a zero row/column first, then prefix sums along every spatial axis.
+    shape = list(x.shape)
+    for ax in range(1, d + 1):
+        shape[ax] += 1
+    prefix = np.zeros(shape, np.float64)
+    prefix[(slice(None),) + (slice(1, None),) * d] = x
+    for ax in range(1, d + 1):
+        np.cumsum(prefix, axis=ax, out=prefix)
+    # the units covering pixel p along an axis are [first[p], last[p]): difference of prefixes
+    for ax, (first, last) in enumerate(ranges, start=1):
+        prefix = np.take(prefix, last, axis=ax) - np.take(prefix, first, axis=ax)
+    inverse, uncovered = _inverse(rf)
+    if channels:
+        inverse, uncovered = inverse[..., None], uncovered[..., None]
+    out = (prefix * inverse).astype(np.float32)
+    if fill != 0 and uncovered.any():
+        out = np.where(uncovered, np.float32(fill), out)
     return out if batched else out[0]
 
 
@@ -250,29 +284,32 @@ def backproject_tf(
     """:func:`backproject` on TensorFlow tensors, usable inside a ``tf.function``.
 
     Same shapes and definition as :func:`backproject`; returns a float32 ``tf.Tensor``. The
-    static spatial shape of ``values`` must be known.
+    static spatial shape of ``values`` must be known, and the values finite (they are summed
+    as prefix sums, so one NaN would spread beyond its unit's field).
 
     Example:
         >>> heat = backproject_tf(tf.random.uniform((8, 58, 58)), rf)
     """
     values = tf.convert_to_tensor(values)
     batched, channels = _layout(tuple(values.shape), rf, input_size)
-    x = tf.cast(values, tf.float32)
+    # float64 inside: prefix sums cancel, and the maps are small next to the model's work
+    x = tf.cast(values, tf.float64)
     if not batched:
         x = x[None]
-    mats, counts = _coverage(rf)
+    ranges, _ = _coverage(rf)
     d = rf.ndim
-    letters = "abcdefgh"[:d]
-    upper = letters.upper()
-    for axis, mat in enumerate(mats):
-        tail = "z" if channels else ""
-        src = "n" + upper[:axis] + letters[axis:] + tail
-        dst = "n" + upper[: axis + 1] + letters[axis + 1 :] + tail
-        spec = f"{upper[axis]}{letters[axis]},{src}"
-        x = tf.einsum(f"{spec}->{dst}", tf.constant(mat, tf.float32), x)
-    count = counts[None, ..., None] if channels else counts[None]
-    count = tf.constant(count, tf.float32)
-    out = tf.where(count > 0, x / tf.maximum(count, 1.0), tf.cast(fill, tf.float32))
+    rank = len(x.shape)
+    x = tf.pad(x, [[0, 0]] + [[1, 0]] * d + [[0, 0]] * (rank - 1 - d))
+    for ax in range(1, d + 1):
+        x = tf.cumsum(x, axis=ax)
+    for ax, (first, last) in enumerate(ranges, start=1):
+        x = tf.gather(x, last, axis=ax) - tf.gather(x, first, axis=ax)
+    inverse, uncovered = _inverse(rf)
+    if channels:
+        inverse, uncovered = inverse[..., None], uncovered[..., None]
+    out = tf.cast(x * tf.constant(inverse, tf.float64), tf.float32)
+    if fill != 0 and uncovered.any():
+        out = tf.where(tf.constant(uncovered), tf.cast(fill, tf.float32), out)
     return out if batched else out[0]
 
 

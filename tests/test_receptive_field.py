@@ -625,3 +625,44 @@ def test_receptive_field_validation():
         ReceptiveField((3, 3), (1,), (0, 0), (8, 8), (6, 6))
     with pytest.raises(ValueError, match=r"stride=\(-1, 1\)"):
         ReceptiveField((3, 3), (-1, 1), (0, 0), (8, 8), (6, 6))
+
+
+def test_backproject_random_fields_against_the_stack_definition():
+    rng = np.random.default_rng(7)
+    for _ in range(12):
+        size = tuple(int(s) for s in rng.integers(1, 8, 2))
+        stride = tuple(int(s) for s in rng.integers(1, 5, 2))  # also wider than the field
+        start = tuple(int(s) for s in rng.integers(-6, 3, 2))
+        map_size = tuple(int(s) for s in rng.integers(1, 9, 2))
+        input_size = tuple(int(s) for s in rng.integers(4, 25, 2))
+        rf = ReceptiveField(size, stride, start, input_size, map_size)
+        maps = rng.normal(size=(2, *map_size, 3)) * 10
+        np.testing.assert_allclose(
+            backproject(maps, rf, fill=5.0),
+            _stack_reference(maps, rf, 5.0),
+            rtol=0,
+            atol=1e-5,  # values up to ~40: float32 output rounding
+            err_msg=str(rf),
+        )
+
+
+def test_backproject_memory_is_linear_in_the_output():
+    import tracemalloc
+
+    rf = ReceptiveField((9, 9), (2, 2), (-4, -4), (400, 400), (200, 200))  # H*W*h*w = 6.4e9
+    maps = np.random.default_rng(0).random((2, 200, 200), dtype=np.float32)
+    tracemalloc.start()
+    out = backproject(maps, rf)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert out.shape == (2, 400, 400)
+    assert peak < 10 * out.size * 8  # a few float64 copies of the output, nothing h*w times
+    np.testing.assert_allclose(out.mean(), maps.mean(), atol=0.01)
+
+
+def test_backproject_rejects_non_finite_values():
+    rf = kerasviz.receptive_field(make_tiny_cnn(), "pool")
+    maps = np.zeros((2, 6, 6))
+    maps[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        backproject(maps, rf)
