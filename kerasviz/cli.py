@@ -1,0 +1,342 @@
+"""The ``kerasviz`` command: ``demo``, ``report`` and ``layers``.
+
+``kerasviz demo --out DIR`` writes the HTML report of the two committed demo models on synthetic
+shapes images. ``kerasviz report MODEL IMAGE... --out DIR`` writes the same report for a saved
+model and image files. ``kerasviz layers MODEL`` prints every layer with its output shape and its
+receptive field. User errors (a wrong path, an unreadable image, a model without an image input,
+a report that already exists) end with one line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+# TensorFlow is imported lazily, so that argument errors and missing files are reported at once.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PREPROCESS = (
+    "none",
+    "scale01",
+    "convnext",
+    "densenet",
+    "efficientnet",
+    "efficientnet_v2",
+    "inception_resnet_v2",
+    "inception_v3",
+    "mobilenet",
+    "mobilenet_v2",
+    "mobilenet_v3",
+    "nasnet",
+    "resnet",
+    "resnet50",
+    "resnet_v2",
+    "vgg16",
+    "vgg19",
+    "xception",
+)
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+DEMO_MODELS = ("shapes_cnn.keras", "shapes_nested.keras")
+TRAIN_SCRIPT = "examples/train_demo_models.py"
+
+
+class CLIError(Exception):
+    """A user error: reported as one line on stderr, exit status 1."""
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr."""
+    print(f"[kerasviz] {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def demo_models_dir() -> Path:
+    """The repository's ``models/`` folder, beside the ``kerasviz`` package."""
+    import kerasviz
+
+    return Path(kerasviz.__file__).resolve().parent.parent / "models"
+
+
+def load_model(path: str | Path, *, unsafe: bool = False):
+    """Loads a ``.keras`` or ``.h5`` model with ``safe_mode=True`` unless ``unsafe``.
+
+    Raises:
+        CLIError: the file is missing or not a model, or it needs unsafe deserialization.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CLIError(f"model file not found: {path}")
+    if path.is_dir() or path.suffix.lower() not in MODEL_SUFFIXES:
+        raise CLIError(f"expected a saved Keras model ({', '.join(MODEL_SUFFIXES)}), got: {path}")
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as error:  # noqa: BLE001 - any loading failure is a user-facing error
+        message = str(error)
+        if "safe_mode" in message or "unsafe deserialization" in message:
+            raise CLIError(
+                f"{path} needs unsafe deserialization (it holds Python code such as a Lambda "
+                "layer); if you trust this file, run again with --unsafe"
+            ) from None
+        raise CLIError(f"cannot load model {path}: {_one_line(message, 300)}") from None
+
+
+def image_input_shape(model) -> tuple[int | None, int | None, int]:
+    """``(height, width, channels)`` of the model's single image input, or a CLIError."""
+    from kerasviz._graph import check_graph_model, model_inputs
+
+    try:
+        check_graph_model(model)
+    except ValueError as error:
+        raise CLIError(_one_line(error)) from None
+    inputs = model_inputs(model)
+    shapes = [tuple(x.shape) for x in inputs]
+    if len(shapes) != 1 or len(shapes[0]) != 4 or shapes[0][-1] not in (1, 3):
+        raise CLIError(
+            f"model {model.name!r} has no image input: expected one input of shape "
+            f"(batch, height, width, 1 or 3), got {', '.join(map(str, shapes))}"
+        )
+    outputs = model.outputs
+    if len(outputs) != 1 or len(outputs[0].shape) != 2:
+        got = ", ".join(str(tuple(o.shape)) for o in outputs)
+        raise CLIError(
+            f"model {model.name!r} is not an image classifier: expected one output of shape "
+            f"(batch, classes), got {got}"
+        )
+    return shapes[0][1], shapes[0][2], shapes[0][3]
+
+
+def read_images(paths: Sequence[str | Path]) -> list:
+    """Opens every image with PIL (fully decoded), or raises a CLIError naming the bad file."""
+    from PIL import Image
+
+    images = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise CLIError(f"image file not found: {path}")
+        try:
+            with Image.open(path) as image:
+                image.load()
+                images.append(image.copy())
+        except Exception as error:  # noqa: BLE001 - PIL raises several types for bad files
+            raise CLIError(f"cannot read image {path}: {_one_line(error, 200)}") from None
+    return images
+
+
+def resize_images(images: list, height: int | None, width: int | None, channels: int):
+    """Converts to RGB (or L), resizes to the model's input size, returns uint8 ``(n, h, w, c)``."""
+    import numpy as np
+    from PIL import Image
+
+    mode = "RGB" if channels == 3 else "L"
+    if height is None or width is None:
+        # A model without a fixed size gets the first image's size, capped at 512 px.
+        first = images[0]
+        scale = min(1.0, 512 / max(first.size))
+        width = width or max(8, round(first.size[0] * scale))
+        height = height or max(8, round(first.size[1] * scale))
+    arrays = []
+    for image in images:
+        image = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+        arrays.append(array[..., None] if array.ndim == 2 else array)
+    return np.stack(arrays)
+
+
+def preprocessor(name: str) -> Callable[[Any], Any]:
+    """The function that maps uint8-range float images to the model's input space."""
+    if name == "none":
+        return lambda x: x
+    if name == "scale01":
+        return lambda x: x / 255.0
+    import keras
+
+    module = getattr(keras.applications, name, None)
+    if module is None or not hasattr(module, "preprocess_input"):
+        raise CLIError(f"unknown --preprocess {name!r}; choose one of {', '.join(PREPROCESS)}")
+    return lambda x: module.preprocess_input(x.copy())
+
+
+def _check_layer_and_target(model, layer: str | None, target: int | None) -> None:
+    from kerasviz._layers import require_spatial, resolve_layer
+
+    if layer is not None:
+        path, obj = resolve_layer(model, layer, "--layer")
+        require_spatial(path, obj, "--layer", rank=4)
+    classes = int(model.outputs[0].shape[-1])
+    if target is not None and not 0 <= target < classes:
+        raise CLIError(f"--target {target} is out of range: the model has {classes} classes")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    from kerasviz.report import REPORT_NAME
+
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a folder")
+    if (out / REPORT_NAME).exists() and not force:
+        raise CLIError(f"{out / REPORT_NAME} already exists; pass --force to overwrite it")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _cmd_layers(args) -> int:
+    from kerasviz.report import layer_table
+
+    model = load_model(args.model, unsafe=args.unsafe)
+    image_input_shape(model)
+    header, rows = layer_table(model)
+    rows = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _cmd_report(args) -> int:
+    import numpy as np
+
+    from kerasviz import report as rep
+
+    out = Path(args.out)
+    _check_out(out, args.force)
+    pil_images = read_images(args.images)
+    pre = preprocessor(args.preprocess)
+    model = load_model(args.model, unsafe=args.unsafe)
+    height, width, channels = image_input_shape(model)
+    _check_layer_and_target(model, args.layer, args.target)
+    raw = resize_images(pil_images, height, width, channels)
+    inputs = np.asarray(pre(raw.astype(np.float32)), dtype=np.float32)
+    try:
+        space = rep.InputSpace.from_preprocess(pre, channels)
+    except ValueError as error:
+        raise CLIError(f"--preprocess {args.preprocess}: {_one_line(error)}") from None
+    subject = rep.Subject(
+        name=Path(args.model).stem,
+        model=model,
+        inputs=inputs,
+        display=raw.astype(np.float32) / 255.0,
+        names=[Path(p).name for p in args.images],
+        space=space,
+    )
+    settings = rep.Settings.fast() if args.fast else rep.Settings.full()
+    start = time.perf_counter()
+    path = rep.build_report(
+        out,
+        subject,
+        settings=settings,
+        layer=args.layer,
+        target=args.target,
+        title=f"kerasviz report: {Path(args.model).name}",
+        progress=progress,
+    )
+    progress(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from kerasviz import report as rep
+
+    out = Path(args.out)
+    _check_out(out, args.force)
+    folder = Path(args.models) if args.models else demo_models_dir()
+    missing = [name for name in DEMO_MODELS if not (folder / name).is_file()]
+    if missing:
+        raise CLIError(
+            f"demo model {folder / missing[0]} not found; run `python {TRAIN_SCRIPT}` first"
+        )
+    start = time.perf_counter()
+    models = [load_model(folder / name) for name in DEMO_MODELS]
+    progress(f"loaded the demo models in {time.perf_counter() - start:.1f} s")
+    settings = rep.Settings.fast() if args.fast else rep.Settings.full()
+    path = rep.build_demo_report(out, models, settings=settings, progress=progress)
+    progress(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kerasviz", description="See what a trained Keras CNN has learned."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="report on the bundled demo models",
+        description="Writes report.html and its PNGs for the two demo models on synthetic shapes.",
+    )
+    demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
+    demo.add_argument("--force", action="store_true", help="overwrite an existing report")
+    demo.add_argument("--fast", action="store_true", help="fewer images and steps (for tests)")
+    demo.add_argument(
+        "--models", help="folder holding the demo models (default: the repository's models/)"
+    )
+    demo.set_defaults(func=_cmd_demo)
+
+    report = sub.add_parser("report", help="report on your saved model and image files")
+    report.add_argument("model", help="a saved model (.keras or .h5)")
+    report.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    report.add_argument("--out", required=True, help="output folder")
+    report.add_argument(
+        "--layer", help="the CAM layer (name or outer/inner path); default: last conv"
+    )
+    report.add_argument("--target", type=int, help="the class index to explain; default: predicted")
+    report.add_argument(
+        "--preprocess",
+        default="scale01",
+        choices=PREPROCESS,
+        help="maps 0..255 pixels to the model's input: none, scale01 (x/255, the default) or a "
+        "keras.applications module's preprocess_input",
+    )
+    report.add_argument("--force", action="store_true", help="overwrite an existing report")
+    report.add_argument("--unsafe", action="store_true", help="allow Lambda layers (trusted files)")
+    report.add_argument("--fast", action="store_true", help="fewer optimization steps")
+    report.set_defaults(func=_cmd_report)
+
+    layers = sub.add_parser("layers", help="print the layer table with receptive fields")
+    layers.add_argument("model", help="a saved model (.keras or .h5)")
+    layers.add_argument("--unsafe", action="store_true", help="allow Lambda layers (trusted files)")
+    layers.set_defaults(func=_cmd_layers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``kerasviz`` command and returns its exit status.
+
+    Example:
+        >>> main(["layers", "models/shapes_cnn.keras"])
+        0
+    """
+    args = _parser().parse_args(argv)
+    # TensorFlow's Python warnings (retracing notices, op converters) are noise for CLI users.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        return args.func(args)
+    except CLIError as error:
+        print(f"kerasviz: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except ValueError as error:
+        # kerasviz raises ValueErrors that name the bad argument (an unknown --layer, a
+        # --target out of range); they are user errors too.
+        print(f"kerasviz: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

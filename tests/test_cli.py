@@ -1,0 +1,181 @@
+"""The `kerasviz` command: user errors end in one line and status 1, `layers`, and `report`."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import make_tiny_cnn
+from PIL import Image
+
+from kerasviz.cli import main
+from kerasviz.report import SECTIONS
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("kerasviz: error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny saved CNN, a saved non-image model, a Lambda model, and image files."""
+    root = tmp_path_factory.mktemp("cli")
+    cnn = make_tiny_cnn(size=32, classes=3)
+    cnn.save(root / "tiny.keras")
+    cnn.save(root / "tiny.h5")
+    dense = keras.Sequential([keras.Input((10,)), keras.layers.Dense(3)], name="tabular")
+    dense.save(root / "dense.keras")
+    lam = keras.Sequential(
+        [keras.Input((32, 32, 3)), keras.layers.Lambda(lambda x: x * 2.0), *cnn.layers],
+        name="with_lambda",
+    )
+    lam.save(root / "lambda.keras")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(root / "a.png")
+    Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(root / "b.jpg")
+    (root / "broken.png").write_bytes(b"this is not a png")
+    return root
+
+
+def test_wrong_model_path(capsys, files):
+    code, _, err = run(capsys, "layers", files / "missing.keras")
+    assert_one_line_error(code, err, "model file not found", "missing.keras")
+    code, _, err = run(capsys, "layers", files / "a.png")
+    assert_one_line_error(code, err, ".keras", "a.png")
+
+
+def test_unreadable_or_missing_image(capsys, files):
+    code, _, err = run(
+        capsys, "report", files / "tiny.keras", files / "broken.png", "--out", files / "o1"
+    )
+    assert_one_line_error(code, err, "cannot read image", "broken.png")
+    code, _, err = run(
+        capsys, "report", files / "tiny.keras", files / "nope.png", "--out", files / "o1"
+    )
+    assert_one_line_error(code, err, "image file not found", "nope.png")
+    assert not (files / "o1" / "report.html").exists()
+
+
+def test_model_without_image_input(capsys, files):
+    code, _, err = run(capsys, "layers", files / "dense.keras")
+    assert_one_line_error(code, err, "no image input", "(None, 10)")
+    code, _, err = run(
+        capsys, "report", files / "dense.keras", files / "a.png", "--out", files / "o2"
+    )
+    assert_one_line_error(code, err, "no image input")
+
+
+def test_unsafe_model_is_refused_until_unsafe(capsys, files):
+    code, _, err = run(capsys, "layers", files / "lambda.keras")
+    assert_one_line_error(code, err, "--unsafe", "lambda.keras")
+    code, out, err = run(capsys, "layers", files / "lambda.keras", "--unsafe")
+    assert code == 0, err
+    assert "Lambda" in out
+
+
+def test_console_script_exit_status_and_no_traceback(files):
+    """The installed command, in a fresh process: status 1 and one line on stderr."""
+    script = Path(sys.executable).with_name("kerasviz")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "kerasviz.cli"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [*command, "layers", str(files / "lambda.keras")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("kerasviz:")]
+    assert len(ours) == 1 and "--unsafe" in ours[0]
+    usage = subprocess.run(
+        [*command, "report", "m.keras", "x.png", "--out", "o", "--preprocess", "bogus"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr
+
+
+def test_layers_prints_exact_receptive_fields(capsys, files):
+    for name in ("tiny.keras", "tiny.h5"):
+        code, out, err = run(capsys, "layers", files / name)
+        assert code == 0, err
+        table = [re.split(r"\s{2,}", line) for line in out.splitlines()]
+        assert table[0] == ["layer", "type", "output shape", "RF size", "RF stride", "RF start"]
+        rows = {row[0]: row[1:] for row in table[2:]}
+        assert list(rows) == ["conv1", "conv2", "pool", "flatten", "probs"]
+        # Hand-computed: 3x3 valid convs grow the field by 2, the 2x2 pool by 1 with stride 2.
+        assert rows["conv1"] == ["Conv2D", "(30, 30, 4)", "3x3", "1x1", "0, 0"]
+        assert rows["conv2"] == ["Conv2D", "(28, 28, 6)", "5x5", "1x1", "0, 0"]
+        assert rows["pool"] == ["MaxPooling2D", "(14, 14, 6)", "6x6", "2x2", "0, 0"]
+        assert rows["probs"] == ["Dense", "(3,)", "global (32x32)", "-", "-"]
+
+
+def test_report_on_a_saved_model(capsys, files):
+    out = files / "report"
+    images = [files / "a.png", files / "b.jpg"]
+    code, _, err = run(capsys, "report", files / "tiny.keras", *images, "--out", out, "--fast")
+    assert code == 0, err
+    assert "[kerasviz]" in err and "Grad-CAM" in err  # progress lines
+    html = (out / "report.html").read_text()
+    assert re.findall(r'<section id="([^"]+)"', html) == [sid for sid, _ in SECTIONS]
+    assert "<td>a.png</td>" in html and "<td>b.jpg</td>" in html
+    assert "No ground-truth masks" in html
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) >= 12 and all(p.stat().st_size > 100 for p in pngs)
+    with Image.open(out / "predictions.png") as image:
+        assert image.size[0] > 100
+
+    # Never overwritten silently; --force overwrites.
+    before = (out / "report.html").stat().st_mtime_ns
+    code, _, err = run(capsys, "report", files / "tiny.keras", *images, "--out", out, "--fast")
+    assert_one_line_error(code, err, "already exists", "--force")
+    assert (out / "report.html").stat().st_mtime_ns == before
+    code, _, err = run(
+        capsys,
+        "report",
+        files / "tiny.keras",
+        images[0],
+        "--out",
+        out,
+        "--fast",
+        "--force",
+        "--target",
+        "2",
+        "--layer",
+        "conv1",
+        "--preprocess",
+        "mobilenet_v2",
+    )
+    assert code == 0, err
+    html = (out / "report.html").read_text()
+    assert "layer conv1" in html and "Targets: class 2." in html
+
+
+def test_report_bad_layer_and_target_are_one_line_errors(capsys, files):
+    base = ["report", files / "tiny.keras", files / "a.png", "--fast", "--force"]
+    code, _, err = run(capsys, *base, "--out", files / "o3", "--layer", "conv9")
+    assert_one_line_error(code, err, "conv9", "conv1")
+    code, _, err = run(capsys, *base, "--out", files / "o4", "--target", "7")
+    assert_one_line_error(code, err, "--target 7", "3 classes")
