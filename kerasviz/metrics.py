@@ -672,25 +672,22 @@ def randomization_check(
     if np.isnan(original).any():
         raise ValueError("Expected `method` to return maps without NaN on the original model.")
 
-    def fresh_copy() -> keras.Model:
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        return copy
-
-    copy = fresh_copy()
-    paths = [
+    copy = keras.models.clone_model(model)
+    original_weights = model.get_weights()
+    copy.set_weights(original_weights)
+    layers = [
         (path, layer)
         for path, layer in iter_layers(copy)
         if not is_graph_model(layer) and layer.trainable_weights
     ][::-1]
-    if not paths:
+    if not layers:
         raise ValueError("Expected `model` to have layers with trainable weights to randomize.")
     rng = np.random.default_rng(seed)
     correlations = []
-    for path, layer in paths:
+    for _, layer in layers:
         if order == "independent":
-            copy = fresh_copy()
-            layer = dict(iter_layers(copy))[path]
+            # Reset the same copy rather than cloning again: its compiled functions stay valid.
+            copy.set_weights(original_weights)
         _randomize(layer, rng)
         maps = np.asarray(method(copy, inputs, targets, **method_kwargs), dtype=np.float64)
         if maps.shape != original.shape:
@@ -700,7 +697,7 @@ def randomization_check(
             )
         correlations.append(spearman(original, np.nan_to_num(maps)))
     return RandomizationResult(
-        layers=[path for path, _ in paths],
+        layers=[path for path, _ in layers],
         correlations=np.stack(correlations),
         order=order,
         threshold=float(threshold),

@@ -11,6 +11,7 @@ import tensorflow as tf
 from scipy import stats
 from skimage.metrics import structural_similarity
 
+import kerasviz
 from kerasviz import _probe, metrics
 
 # ---------------------------------------------------------------- ssim / psnr
@@ -378,3 +379,19 @@ def test_randomization_check_leaves_the_model_alone_and_catches_an_edge_detector
     assert _weights_digest(nested_model) == before
     with pytest.raises(ValueError, match="order"):
         metrics.randomization_check(_gradient_map, nested_model, x, order="top")
+
+
+def test_randomization_check_passes_grad_cam(gap_model, images16):
+    before = _weights_digest(gap_model)
+    x = images16.copy()
+    x[:, 4:8, 4:8] += 1.0
+    result = metrics.randomization_check(kerasviz.grad_cam, gap_model, x, layer="conv2")
+    assert result.layers == ["logits", "conv2", "conv1"]
+    assert result.passed and result.mean_abs[-1] < 0.5
+    assert _weights_digest(gap_model) == before
+    independent = metrics.randomization_check(
+        kerasviz.grad_cam, gap_model, x, order="independent", layer="conv2"
+    )
+    assert independent.correlations.shape == (3, 4) and independent.passed
+    np.testing.assert_allclose(independent.correlations[0], result.correlations[0])
+    assert _weights_digest(gap_model) == before
