@@ -1,6 +1,6 @@
 """kerasviz: see what a trained Keras CNN has learned."""
 
-from kerasviz import attribution, metrics
+from kerasviz import attribution, metrics, optimize
 from kerasviz._layers import default_cam_layer, resolve_layer
 from kerasviz._probe import Probe, get_probe
 from kerasviz.attribution import (
@@ -26,6 +26,23 @@ from kerasviz.features import (
     layer_statistics,
     top_channels,
 )
+from kerasviz.optimize import (
+    Objective,
+    OptimizationResult,
+    channel,
+    custom,
+    deep_dream,
+    direction,
+    fgsm,
+    filter_patterns,
+    invert,
+    layer_norm,
+    logit,
+    maximize,
+    neuron,
+    pgd,
+    score_objectives,
+)
 from kerasviz.receptive_field import (
     ReceptiveField,
     backproject,
@@ -50,6 +67,22 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "Objective",
+    "OptimizationResult",
+    "channel",
+    "custom",
+    "deep_dream",
+    "direction",
+    "fgsm",
+    "filter_patterns",
+    "invert",
+    "layer_norm",
+    "logit",
+    "maximize",
+    "neuron",
+    "optimize",
+    "pgd",
+    "score_objectives",
     "Probe",
     "ReceptiveField",
     "TopChannels",
