@@ -539,7 +539,7 @@ def _same_pad_before(n: int | None, k_eff: int, s: int, path: str) -> int:
     return total // 2
 
 
-def _sliding(flow: _Flow, layer, path: str, kernel, strides, dilation, padding) -> tuple:
+def _sliding(flow: _Flow, path: str, kernel, strides, dilation, padding) -> tuple:
     if flow.geo is None:
         return None
     geo = []
@@ -643,13 +643,11 @@ def _geometry(layer, path: str, flows: list[_Flow], out_spatial: tuple):
         )
     if isinstance(layer, _CONV):
         return _sliding(
-            flow, layer, path, layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding
+            flow, path, layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding
         ), flows
     if isinstance(layer, _POOL):
         d = len(layer.pool_size)
-        return _sliding(
-            flow, layer, path, layer.pool_size, layer.strides, (1,) * d, layer.padding
-        ), flows
+        return _sliding(flow, path, layer.pool_size, layer.strides, (1,) * d, layer.padding), flows
     if isinstance(layer, _GLOBAL):
         return None, flows
     if isinstance(layer, _PADDING + _CROPPING):

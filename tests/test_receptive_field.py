@@ -666,3 +666,32 @@ def test_backproject_rejects_non_finite_values():
     maps[1, 2, 3] = np.nan
     with pytest.raises(ValueError, match="1 NaN or infinite"):
         backproject(maps, rf)
+
+
+def test_shared_layer_called_twice():
+    conv = L.Conv2D(2, 3, padding="same", name="shared")
+    inputs = keras.Input((10, 10, 2))
+    chained = keras.Model(inputs, conv(conv(inputs)))
+    with pytest.raises(ValueError, match=r"layer='shared', called 2 times with different"):
+        kerasviz.receptive_field(chained, "shared")
+    conv2 = L.Conv2D(2, 3, padding="same", name="shared2")
+    twice = keras.Model(inputs, L.Add()([conv2(inputs), conv2(inputs)]))
+    assert _geometry(kerasviz.receptive_field(twice, "shared2")) == (
+        (3, 3),
+        (1, 1),
+        (-1, -1),
+        (10, 10),
+    )
+
+
+def test_receptive_field_leaves_the_model_unchanged():
+    model = make_nested_model()
+    nodes = {path: len(layer._inbound_nodes) for path, layer in iter_layers(model)}
+    configs = {path: layer.get_config() for path, layer in iter_layers(model)}
+    weights = [w.copy() for w in model.get_weights()]
+    for path in nodes:
+        kerasviz.receptive_field(model, path)
+    assert nodes == {path: len(layer._inbound_nodes) for path, layer in iter_layers(model)}
+    assert configs == {path: layer.get_config() for path, layer in iter_layers(model)}
+    for before, after in zip(weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
