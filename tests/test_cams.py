@@ -268,3 +268,19 @@ def test_constant_and_zero_maps_are_zeros_not_nan(images):
             assert np.isfinite(maps).all(), (method.__name__, name)
             if name == "dead":
                 assert (maps == 0).all(), method.__name__
+
+
+def test_model_with_unknown_input_size():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    for size in (10, 14, 10):
+        x = np.random.default_rng(size).random((2, size, size, 3), dtype=np.float32)
+        low = kerasviz.grad_cam(model, x, 1, upsample=None)
+        heat = kerasviz.grad_cam(model, x, 1)
+        rf = receptive_field(model, "conv", input_size=(size, size))
+        assert heat.shape == (2, size, size)
+        np.testing.assert_allclose(heat, backproject(low, rf), rtol=1e-5, atol=1e-8)
+        assert kerasviz.score_cam(model, x, 1).shape == (2, size, size)

@@ -295,3 +295,22 @@ def test_occlusion_by_hand_on_a_linear_model():
         kerasviz.occlusion(model, x, 1, patch=7)
     with pytest.raises(ValueError, match=r"`stride`"):
         kerasviz.occlusion(model, x, 1, stride=0)
+
+
+def test_guided_view_with_a_shared_relu_layer():
+    keras.utils.set_random_seed(6)
+    relu = keras.layers.ReLU(name="shared_relu")
+    inputs = keras.Input((4,))
+    h = relu(keras.layers.Dense(5, name="d1")(inputs))
+    h = relu(keras.layers.Dense(5, name="d2")(h))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    np.testing.assert_allclose(guided_model(model)(x).numpy(), model(x).numpy(), rtol=1e-6)
+    w1, b1 = model.get_layer("d1").get_weights()
+    w2, b2 = model.get_layer("d2").get_weights()
+    w3, _ = model.get_layer("out").get_weights()
+    p1 = x @ w1 + b1
+    p2 = np.maximum(p1, 0) @ w2 + b2
+    g2 = np.maximum(np.broadcast_to(w3[:, 0], p2.shape), 0) * (p2 > 0)
+    g1 = np.maximum(g2 @ w2.T, 0) * (p1 > 0)
+    np.testing.assert_allclose(kerasviz.guided_backprop(model, x, 0), g1 @ w1.T, atol=1e-6)

@@ -223,7 +223,7 @@ def cam(
     batch, probe, indices = setup(model, inputs, targets, layers=paths, output=output)
     fields = [_field(model, p, batch) if upsample is not None else None for p in paths]
     in_graph = [rf if upsample == "receptive_field" else None for rf in fields]
-    key = ("cam", weighting, bool(relu), upsample, callable_key(targets))
+    key = ("cam", weighting, bool(relu), tuple(in_graph), callable_key(targets))
     fn = probe.function(key, _cam_factory(weighting, bool(relu), targets, in_graph))
     maps = run_chunked(fn, batch.arrays, batch_size, extra=[indices])
     if upsample == "bilinear":
@@ -435,7 +435,7 @@ def score_cam(
     maps = np.moveaxis(activations, -1, 1)  # (n, channels, h, w)
     plain = get_probe(model, (), output=output)
     bilinear = upsample == "bilinear"
-    key = ("score_cam", path, channels, bilinear, callable_key(targets))
+    key = ("score_cam", rf, channels, bilinear, callable_key(targets))
     step = plain.function(key, _masked_factory(targets, channels, rf, bilinear))
     total = n * channels
     rows = rows_per_pass(batch_size, n, total)

@@ -262,7 +262,7 @@ def smoothgrad(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise ValueError(f"Expected `seed` to be an int. Received: seed={seed!r}.")
     batch, probe, indices = setup(model, inputs, targets, output=output)
-    if not callable(targets):
+    if not callable(targets) and (indices < 0).any():  # predicted class, held for all draws
         _, indices = target_scores(probe, batch.arrays, indices, targets, batch_size)
     n = batch.n
     sigmas = [
@@ -431,7 +431,8 @@ def integrated_gradients(
     for k, (spec, x) in enumerate(zip(specs, arrays, strict=True)):
         name = "baseline" if len(arrays) == 1 else f"baseline[{k}]"
         baselines.append(_baseline(spec, x, name, seed, blur_sigma, k))
-    fx, indices = target_scores(probe, arrays, indices, targets, batch_size)
+    if return_delta or (not callable(targets) and (indices < 0).any()):
+        fx, indices = target_scores(probe, arrays, indices, targets, batch_size)
     n = batch.n
     key = ("integrated_gradients", steps, callable_key(targets))
     fn = probe.function(key, _ig_factory(targets, steps))

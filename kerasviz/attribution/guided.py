@@ -53,8 +53,8 @@ def _guided(fn: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Te
 class _GuidedActivation(keras.layers.Layer):
     """A guided version of an activation function, as a layer of the guided view."""
 
-    def __init__(self, fn: Callable, source: Any, **kwargs):
-        super().__init__(name=f"guided_{source.name}", autocast=False, **kwargs)
+    def __init__(self, fn: Callable, name: str, **kwargs):
+        super().__init__(name=name, autocast=False, **kwargs)
         self._fn = fn
 
     def call(self, x):
@@ -134,6 +134,15 @@ def _linear_part(layer: Any, x: Any):
 
 def _build_guided_view(model: keras.Model, output_index: int) -> keras.Model:
     head = _head_layer(model, output_index)
+    names: set[str] = set()
+
+    def guided(fn, layer, x):
+        # Unique names: a shared ReLU layer called twice gives two guided layers.
+        name, k = f"guided_{layer.name}", 1
+        while name in names:
+            name, k = f"guided_{layer.name}_{k}", k + 1
+        names.add(name)
+        return _GuidedActivation(fn, name)(x)
 
     def call(layer, path, args, kwargs):
         x = args[0] if len(args) == 1 and not kwargs else None
@@ -142,11 +151,11 @@ def _build_guided_view(model: keras.Model, output_index: int) -> keras.Model:
             if pre is not None:
                 return pre
         if isinstance(layer, keras.layers.ReLU) and x is not None:
-            return _GuidedActivation(layer.call, layer)(x)
+            return guided(layer.call, layer, x)
         if isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation):
-            return _GuidedActivation(layer.activation, layer)(x)
+            return guided(layer.activation, layer, x)
         if _is_relu(getattr(layer, "activation", None)) and x is not None:
-            return _GuidedActivation(layer.activation, layer)(_linear_part(layer, x))
+            return guided(layer.activation, layer, _linear_part(layer, x))
         return layer(*args, **kwargs)
 
     inputs = model_inputs(model)
