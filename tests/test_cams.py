@@ -284,3 +284,19 @@ def test_model_with_unknown_input_size():
         assert heat.shape == (2, size, size)
         np.testing.assert_allclose(heat, backproject(low, rf), rtol=1e-5, atol=1e-8)
         assert kerasviz.score_cam(model, x, 1).shape == (2, size, size)
+
+
+def test_default_layer_skips_a_1x1_logits_conv():
+    # MobileNetV3-style head: the last convolution produces logits on a 1x1 map.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="features")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    x = keras.layers.Conv2D(3, 1, name="logits_conv")(x)
+    model = keras.Model(inputs, keras.layers.Flatten()(x))
+    x = np.random.default_rng(0).random((2, 10, 10, 3), dtype=np.float32)
+    default = kerasviz.grad_cam(model, x, 1, upsample=None)
+    np.testing.assert_array_equal(
+        default, kerasviz.grad_cam(model, x, 1, "features", upsample=None)
+    )
+    assert default.shape == (2, 10, 10) and default.max() > 0
