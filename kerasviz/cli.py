@@ -225,7 +225,7 @@ def _cmd_report(args) -> int:
     inputs = np.asarray(pre(raw.astype(np.float32)), dtype=np.float32)
     try:
         space = rep.InputSpace.from_preprocess(pre, channels)
-    except ValueError as error:
+    except Exception as error:  # noqa: BLE001 - e.g. a 3-channel preprocessing of grey images
         raise CLIError(f"--preprocess {args.preprocess}: {_one_line(error)}") from None
     subject = rep.Subject(
         name=Path(args.model).stem,

@@ -364,7 +364,7 @@ class Subject:
 class Settings:
     """Sizes and step counts of the analyses; :meth:`fast` is for tests."""
 
-    show: int = 4  # images in per-image figures
+    show: int = 3  # images in per-image figures
     feature_channels: int = 32  # channels per feature-map grid
     max_feature_layers: int = 12  # conv layers shown (evenly spaced beyond that)
     pattern_channels: int = 32
@@ -452,8 +452,9 @@ def _spread(items: list, k: int) -> list:
 
 
 def _rgb(images: np.ndarray) -> np.ndarray:
-    """Display images with one channel lose the channel axis (plotted in grey)."""
-    return images[..., 0] if images.shape[-1] == 1 else images
+    """Display images with one channel are repeated to grey RGB (every plot accepts RGB)."""
+    images = np.asarray(images)
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
 
 def _forward(model: Any, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -592,6 +593,28 @@ def _kernels(model: Any, convs: list[str]) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def _depthwise_filters(s: Subject, sec: Section) -> None:
+    """Models whose deeper spatial filters are all depthwise (MobileNet): one kernel per channel."""
+    import kerasviz
+    from kerasviz import plot
+
+    for path in _conv_layers(s.model):
+        kernel = kerasviz.filter_weights(s.model, path).get("depthwise_kernel")
+        if kernel is not None and kernel.shape[0] * kernel.shape[1] > 1:
+            kh, kw, cin, mult = kernel.shape
+            per_channel = kernel.reshape(kh, kw, 1, cin * mult)
+            fig = plot.filter_channel_average(per_channel, max_filters=32, title=path)
+            sec.image(
+                fig,
+                "filters_depthwise",
+                alt=f"Depthwise filters of {path}",
+                caption=f"{path} {kernel.shape}: the deeper spatial filters are depthwise, one "
+                "per input channel (the first 32, grey is zero).",
+            )
+            return
+    sec.text("No deeper convolution has a spatial kernel to show.", note=True)
+
+
 def _sec_filters(ctx: _Context, sec: Section) -> None:
     from kerasviz import plot
 
@@ -612,6 +635,8 @@ def _sec_filters(ctx: _Context, sec: Section) -> None:
         caption = f"{path}: each filter averaged over its input channels."
     sec.image(fig, "filters_first", alt=f"First-layer filters of {path}", caption=caption)
     deeper = [(p, k) for p, k in kernels[1:] if k.shape[0] * k.shape[1] > 1]
+    if not deeper:
+        _depthwise_filters(s, sec)
     if deeper:
         path, kernel = deeper[0]
         fig = plot.filter_depth_sections(kernel, max_filters=8, max_inputs=8, title=path)
@@ -633,9 +658,10 @@ def _sec_filters(ctx: _Context, sec: Section) -> None:
         )
 
 
-def _gray_start(s: Subject) -> np.ndarray:
-    shape = s.inputs.shape[1:]
-    return s.space.to_model(np.full(shape, 0.5, np.float32))
+def _start(s: Subject) -> np.ndarray:
+    """Gray with faint seeded noise: units that are silent on flat gray still get a gradient."""
+    noise = np.random.default_rng(0).uniform(-0.1, 0.1, s.inputs.shape[1:])
+    return s.space.to_model((0.5 + noise).astype(np.float32))
 
 
 def _sec_filter_patterns(ctx: _Context, sec: Section) -> None:
@@ -651,7 +677,7 @@ def _sec_filter_patterns(ctx: _Context, sec: Section) -> None:
         path,
         channels=range(count),
         steps=st.pattern_steps,
-        start=_gray_start(s),
+        start=_start(s),
         value_range=s.space.value_range,
     )
     grid = plot.image_grid(
@@ -662,7 +688,7 @@ def _sec_filter_patterns(ctx: _Context, sec: Section) -> None:
         "filter_patterns",
         alt=f"Input patterns that maximize the first {count} channels of {path}",
         caption=f"{path}: the input that maximizes the mean of each of the first {count} "
-        f"channels ({st.pattern_steps} steps of gradient ascent from gray, all channels in one "
+        f"channels ({st.pattern_steps} steps of gradient ascent from noisy gray, all channels in one "
         "batch); 8 per row, 5 px margins.",
     )
 
@@ -701,16 +727,17 @@ def _sec_neuron_patterns(ctx: _Context, sec: Section) -> None:
         s.model,
         objectives,
         steps=st.neuron_steps,
-        start=_gray_start(s),
+        start=_start(s),
         parametrization="pixel",
         regularizers=(),
         transforms=(),
+        learning_rate=0.01,
         value_range=s.space.value_range,
     ).images
     pixels = s.space.to_display(images, clip=False)
     crops = kerasviz.crop_to_receptive_field(pixels, rf, centre)
     fig = plot.gallery(
-        [plot.normalize(c, "minmax") for c in crops],
+        [_rgb(plot.normalize(c, "minmax")) for c in crops],
         [f"channel {c}" for c in channels],
         cols=min(8, len(channels)),
         panel_size=1.4,
@@ -720,12 +747,12 @@ def _sec_neuron_patterns(ctx: _Context, sec: Section) -> None:
         fig,
         "neuron_patterns",
         alt=f"Neuron patterns of {path} cropped to the receptive field",
-        caption=f"{path}: the centre unit {centre} of each channel, maximized from gray with "
-        f"plain pixel steps, cut to its exact receptive field {box} "
+        caption=f"{path}: the centre unit {centre} of each channel, maximized from noisy gray "
+        f"with plain pixel steps, cut to its exact receptive field {box} "
         f"({_spatial(rf.size)} px); nothing outside it changes.",
     )
     fig = plot.receptive_field_boxes(
-        plot.normalize(pixels[0], "minmax"), [box], labels=[f"RF {_spatial(rf.size)}"]
+        _rgb(plot.normalize(pixels[0], "minmax")), [box], labels=[f"RF {_spatial(rf.size)}"]
     )
     sec.image(
         fig,
@@ -793,6 +820,9 @@ def _sec_signed_cam(ctx: _Context, sec: Section) -> None:
     from kerasviz import plot
 
     s = ctx.main
+    if s.scores.shape[1] < 2:
+        sec.text("A signed map compares two classes; this model has one output.", note=True)
+        return
     if s.pair is not None:
         x, display, (a, b) = s.pair
         x, display = x[None], display
