@@ -206,9 +206,11 @@ def _dilate(masks: np.ndarray, tolerance: int) -> np.ndarray:
 def pointing_game(maps: Any, masks: Any, *, tolerance: int = 0) -> np.ndarray | float:
     """Hit (1) when the map's maximum lies inside the mask, else miss (0) (Zhang et al., 2016).
 
-    Ties: the map points at every pixel that attains its maximum, and a hit needs all of them
-    inside the mask (grown by ``tolerance``). A constant map therefore misses unless its mask
-    covers the whole image; a flat plateau straddling the mask border misses.
+    Ties: when several pixels share the maximum (a plateau, as piecewise-constant maps such as
+    receptive-field back-projections have), the tie is broken uniformly at random and the
+    expected hit is returned: the share of the tied maxima inside the mask. A unique maximum
+    scores exactly 0 or 1, a plateau half inside scores 0.5, and a constant map scores the
+    mask's share of the image (chance), never a free hit.
 
     Args:
         maps: maps ``(n, h, w)`` or one map ``(h, w)``; raw values, any scale.
@@ -217,7 +219,8 @@ def pointing_game(maps: Any, masks: Any, *, tolerance: int = 0) -> np.ndarray | 
             (the original paper uses 15 px at 224 px).
 
     Returns:
-        ``(n,)`` float array of 0.0/1.0; a float for one map. Its mean is the accuracy.
+        ``(n,)`` floats in [0, 1] (0/1 for unique maxima); a float for one map. Its mean is
+        the pointing accuracy.
 
     Example:
         >>> kerasviz.metrics.pointing_game(cams, masks, tolerance=4).mean()
@@ -232,7 +235,7 @@ def pointing_game(maps: Any, masks: Any, *, tolerance: int = 0) -> np.ndarray | 
     flat = maps.reshape(n, -1)
     at_max = flat == flat.max(axis=1, keepdims=True)
     inside = _dilate(masks, int(tolerance)).reshape(n, -1)
-    hits = ~np.any(at_max & ~inside, axis=1)
+    hits = (at_max & inside).sum(axis=1) / at_max.sum(axis=1)
     return _out(hits.astype(np.float64), single)
 
 
@@ -460,8 +463,8 @@ def deletion_auc(
 ):
     """Area under the deletion curve: the class probability as the most important pixels go.
 
-    Pixels are removed in the order of the map, most important first, in ``steps`` equal
-    chunks; a removed pixel takes the baseline's value in every channel. The curve is the
+    Pixels are removed in the order of the map, most important first (ties in raster order),
+    in ``steps`` equal chunks; a removed pixel takes the baseline's value in every channel. The curve is the
     target class's probability (softmax of the logits, or sigmoid for a sigmoid or one-unit
     head; a callable ``targets`` is scored as it returns) at the removed fractions
     ``0, 1/steps, ..., 1``, and the AUC is its trapezoid integral over [0, 1]. Lower is better.
