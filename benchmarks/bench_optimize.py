@@ -10,8 +10,8 @@ Setup (issue 5): 16 channels x 30 steps on VGG16(weights=None, include_top=False
 - the seeds' style: one filter at a time, an eager GradientTape loop with Adam (bound: kerasviz
   >= 2.5x faster).
 
-Every method runs once untimed first (tracing, warm caches), then once timed; kerasviz and the
-compute limit are timed twice, alternating, and the faster run of each counts.
+Every method runs once untimed first (one step: tracing, warm caches), then ``--repeats`` times
+(default 2) timed, round robin, and the fastest run of each counts.
 
 Usage: ``python benchmarks/bench_optimize.py [--quick]`` (``--quick``: 64x64, 4 channels,
 4 steps; a smoke run whose ratios mean little).
@@ -44,6 +44,7 @@ def timed(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per method")
     args = parser.parse_args()
     size, channels, steps = (64, 4, 4) if args.quick else (128, 16, 30)
 
@@ -126,21 +127,23 @@ def main() -> None:
         fn(1)
     traces = dict(kerasviz._probe.TRACES)
 
-    t_kv, t_limit = [], []
-    for _ in range(2):
-        t_kv.append(timed(run_kerasviz))
-        t_limit.append(timed(run_limit))
-    t_tfkv = timed(run_tfkv)
-    t_seed = timed(run_seed_style)
+    methods = {
+        "kerasviz.maximize": run_kerasviz,
+        "compute limit": run_limit,
+        "tf-keras-vis AM": run_tfkv,
+        "seed style (eager, 1 by 1)": run_seed_style,
+    }
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(args.repeats):  # round robin: machine load hits every method alike
+        for name, fn in methods.items():
+            times[name].append(timed(fn))
     assert dict(kerasviz._probe.TRACES) == traces, "kerasviz retraced while timed"
-    kv, lim = min(t_kv), min(t_limit)
-
-    print(f"kerasviz.maximize          {kv:8.2f} s   (runs: {', '.join(f'{t:.2f}' for t in t_kv)})")
-    print(
-        f"compute limit              {lim:8.2f} s   (runs: {', '.join(f'{t:.2f}' for t in t_limit)})"
-    )
-    print(f"tf-keras-vis AM            {t_tfkv:8.2f} s")
-    print(f"seed style (eager, 1 by 1) {t_seed:8.2f} s")
+    best = {name: min(runs) for name, runs in times.items()}
+    for name, runs in times.items():
+        listed = ", ".join(f"{t:.2f}" for t in runs)
+        print(f"{name:27s} {best[name]:8.2f} s  (best of: {listed})")
+    kv, lim = best["kerasviz.maximize"], best["compute limit"]
+    t_tfkv, t_seed = best["tf-keras-vis AM"], best["seed style (eager, 1 by 1)"]
     checks = [
         ("kerasviz / compute limit", kv / lim, "<=", 1.2),
         ("tf-keras-vis / kerasviz", t_tfkv / kv, ">=", 2.0),

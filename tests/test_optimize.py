@@ -413,6 +413,19 @@ def test_options_value_range_size_optimizers_and_progress(trained, capsys):
     assert np.asarray(result).shape == (2, SIZE, SIZE, 3)
 
 
+def test_nested_model_layers_and_logits(nested_model):
+    objectives = [
+        kerasviz.channel("backbone/b_conv3", 1),
+        kerasviz.neuron("b_bn1", 2, (3, 30)),
+        kerasviz.logit(0),
+    ]
+    start = np.random.default_rng(0).uniform(0.2, 0.8, (3, 32, 32, 3)).astype(np.float32)
+    before = kerasviz.score_objectives(nested_model, objectives, start)
+    result = kerasviz.maximize(nested_model, objectives, steps=5, start=start, **OFF)
+    after = kerasviz.score_objectives(nested_model, objectives, result.images)
+    assert np.all(after > before)
+
+
 # ---------------------------------------------------------------- bad input
 
 
