@@ -1,6 +1,6 @@
 """kerasviz: see what a trained Keras CNN has learned."""
 
-from kerasviz import attribution, callbacks, metrics, optimize
+from kerasviz import attribution, callbacks, datasets, metrics, optimize
 from kerasviz._layers import default_cam_layer, resolve_layer
 from kerasviz._probe import Probe, get_probe
 from kerasviz.attribution import (
@@ -110,6 +110,7 @@ __all__ = [
     "get_probe",
     "layer_statistics",
     "callbacks",
+    "datasets",
     "metrics",
     "plot",
     "receptive_field",
