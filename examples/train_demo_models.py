@@ -10,7 +10,8 @@
 How the classic CNN is trained. Trained directly, its flatten -> dense 10 -> dense 10 head does
 not learn this task in minutes: the objects appear anywhere, so each of the 26,912 flattened
 inputs sees an object rarely, and Adam's sign-like first steps on that many all-positive
-inputs push the 10 ReLU units dead (measured: chance accuracy after 8 epochs). So it is trained
+inputs push the 10 ReLU units dead (measured: 25% held-out accuracy after the same 9 epochs at
+Adam learning rates 1e-3 and 3e-4). So it is trained
 as a twin with the same convolutions and dense layers plus BatchNorm, and with global average
 pooling in place of flatten. The twin is then converted exactly: each BatchNorm is folded into
 the conv or dense layer before it (Ioffe & Szegedy, 2015; the standard inference-time fold), and
