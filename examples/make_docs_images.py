@@ -23,6 +23,7 @@ FIGURES = {
     "filter_patterns.png": "demo_filter_patterns.png",
     "inversion.png": "demo_inversion.png",
     "feature_maps_3_conv4.png": "demo_feature_maps.png",
+    "gradients.png": "demo_gradients.png",
 }
 CHROMIUM_FLAGS = [
     "--headless",

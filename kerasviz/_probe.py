@@ -52,18 +52,92 @@ def pre_activation(layer: Any, x: Any):
         return x
     if not _squashing(getattr(layer, "activation", None)):
         return None
-    if isinstance(layer, keras.layers.Dense):
-        y = ops.matmul(x, layer.kernel)
-        return y + layer.bias if layer.use_bias else y
-    if isinstance(layer, keras.layers.Conv1D | keras.layers.Conv2D | keras.layers.Conv3D):
-        y = layer.convolution_op(x, layer.kernel)
-        return y + layer.bias if layer.use_bias else y
+    if isinstance(layer, (keras.layers.Dense, *_CONV)):
+        return linear_part(layer, x)
     raise ValueError(
         f"Expected the model's output layer to be a Dense or Conv layer, or a separate "
         f"Activation/Softmax layer, to take gradients on logits. Received: layer "
         f"{layer.name!r} of type {type(layer).__name__} with a {layer.activation.__name__} "
         "activation. Move the activation into a separate keras.layers.Activation layer."
     )
+
+
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_TRANSPOSE = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def linear_part(layer: Any, x: Any):
+    """A Dense or convolution layer's output before its activation, from its own variables."""
+    if getattr(layer, "quantization_mode", None):
+        raise ValueError(
+            f"Expected layers whose activation kerasviz bypasses to be float layers. "
+            f"Received: layer {layer.name!r} quantized as {layer.quantization_mode!r}."
+        )
+    if isinstance(layer, keras.layers.Dense):
+        y = ops.matmul(x, layer.kernel)
+    elif isinstance(layer, _SEPARABLE):
+        y = ops.separable_conv(
+            x,
+            layer.depthwise_kernel,
+            layer.pointwise_kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+    elif isinstance(layer, _DEPTHWISE):
+        y = ops.depthwise_conv(
+            x,
+            layer.kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+    elif isinstance(layer, _TRANSPOSE):
+        y = ops.conv_transpose(
+            x,
+            layer.kernel,
+            strides=list(layer.strides),
+            padding=layer.padding,
+            output_padding=layer.output_padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
+    elif isinstance(layer, _CONV) and layer.padding != "causal":
+        y = layer.convolution_op(x, layer.kernel)
+    else:
+        raise ValueError(
+            "Expected a layer whose activation kerasviz bypasses to be a Dense or convolution "
+            f"layer. Received: layer {layer.name!r} of type "
+            f"{type(layer).__name__}. Move its activation into a keras.layers.ReLU layer."
+        )
+    if getattr(layer, "bias", None) is None:
+        return y
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        shape = (1, -1) + (1,) * (len(y.shape) - 2)
+        return y + ops.reshape(layer.bias, shape)
+    return y + layer.bias
+
+
+def _before_relu(layer: Any, x: Any):
+    """The input of a layer's final plain ReLU, or None when it does not end in one."""
+    if isinstance(layer, keras.layers.ReLU):
+        plain = not layer.max_value and not layer.negative_slope and not layer.threshold
+        return x if plain else None
+    if getattr(getattr(layer, "activation", None), "__name__", None) != "relu":
+        return None
+    if isinstance(layer, keras.layers.Activation):
+        return x
+    if isinstance(layer, (keras.layers.Dense, *_CONV, *_SEPARABLE, *_DEPTHWISE)):
+        return linear_part(layer, x)
+    return None
 
 
 def _output_index(model: keras.Model, output: int | str | None) -> int:
@@ -93,6 +167,10 @@ class Probe:
     shares their variables and always sees the current weights; nothing is cloned or changed.
     A final softmax or sigmoid is bypassed, so ``logits`` are pre-activation scores.
 
+    With ``pre_relu=True``, a requested layer that ends in a plain ReLU (a ``ReLU`` layer,
+    ``Activation("relu")`` or ``activation="relu"``) gives its value before the ReLU, as input
+    optimization wants: a unit that is off still has a gradient there.
+
     Attributes:
         view: the ``keras.Model`` returning ``[*layer_outputs, logits]`` (logits last, when
             requested).
@@ -106,6 +184,7 @@ class Probe:
         layers: Sequence[LayerSpec] = (),
         output: int | str | None = None,
         logits: bool = True,
+        pre_relu: bool = False,
     ):
         check_graph_model(model)
         # A weak reference: the cache holds probes, and must not keep the user's model alive.
@@ -126,10 +205,15 @@ class Probe:
                 if pre is not None:
                     self.bypassed = path
                     return pre
+            if pre_relu and id(layer) in wanted and len(args) == 1 and not kwargs:
+                pre = _before_relu(layer, args[0])
+                if pre is not None:
+                    captured[id(layer)] = pre
+                    return layer(*args)
             return layer(*args, **kwargs)
 
         def visit(layer, path, outputs):
-            if id(layer) in wanted:
+            if id(layer) in wanted and id(layer) not in captured:
                 captured[id(layer)] = outputs
 
         outputs = run_graph(model, model_inputs(model), call, visit=visit)
@@ -173,14 +257,17 @@ def get_probe(
     layers: Sequence[LayerSpec] = (),
     output: int | str | None = None,
     logits: bool = True,
+    pre_relu: bool = False,
 ) -> Probe:
     """The cached :class:`Probe` for ``model`` and this layer set (built on first use)."""
     check_graph_model(model)
-    key = (tuple(resolve_layer(model, layer)[0] for layer in layers), output, logits)
+    key = (tuple(resolve_layer(model, layer)[0] for layer in layers), output, logits, pre_relu)
     per_model = _CACHE.setdefault(model, {})
     probe = per_model.get(key)
     if probe is None:
-        probe = per_model[key] = Probe(model, layers, output=output, logits=logits)
+        probe = per_model[key] = Probe(
+            model, layers, output=output, logits=logits, pre_relu=pre_relu
+        )
     return probe
 
 

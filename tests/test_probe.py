@@ -221,3 +221,18 @@ def test_default_cam_layer_skips_one_by_one_logit_conv():
     assert default_cam_layer(model)[0] == "features"
     assert default_cam_layer(make_nested_model())[0] == "backbone/b_conv3"
     assert default_cam_layer(make_gap_model())[0] == "conv2"
+
+
+def test_pre_relu_view_gives_values_before_the_relu(nested_model, images32):
+    probe = get_probe(nested_model, ["b_conv2", "b_relu1"], pre_relu=True)
+    (conv2, relu1), logits = _run(probe, images32)
+    backbone = nested_model.layers[0]
+    relu_out = keras.Model(backbone.inputs, backbone.get_layer("b_relu1").output)(images32)
+    conv = backbone.get_layer("b_conv2")
+    expected = tf.nn.conv2d(relu_out, conv.kernel, 1, "SAME").numpy() + conv.bias.numpy()
+    np.testing.assert_allclose(conv2, expected, rtol=1e-4, atol=1e-4)
+    assert (conv2 < 0).mean() > 0.1  # the ReLU was not applied
+    bn_out = keras.Model(backbone.inputs, backbone.get_layer("b_bn1").output)(images32)
+    np.testing.assert_allclose(relu1, bn_out.numpy(), rtol=1e-5, atol=1e-5)
+    # The rest of the view is unchanged: same logits as without pre_relu.
+    np.testing.assert_allclose(logits, _run(get_probe(nested_model), images32)[1], atol=1e-5)

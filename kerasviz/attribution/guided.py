@@ -17,12 +17,19 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from kerasviz._graph import model_inputs, run_graph
 from kerasviz._inputs import run_chunked
 from kerasviz._layers import LayerSpec
-from kerasviz._probe import Probe, _head_layer, compiled, get_probe, note_trace, pre_activation
+from kerasviz._probe import (
+    Probe,
+    _head_layer,
+    compiled,
+    get_probe,
+    linear_part,
+    note_trace,
+    pre_activation,
+)
 from kerasviz._targets import Targets, callable_key, select_scores
 from kerasviz.attribution.cams import cam, cam_layers, grad_cam_weights
 from kerasviz.attribution.gradients import one_or_list, setup
@@ -68,70 +75,6 @@ def _is_relu(activation: Any) -> bool:
     return getattr(activation, "__name__", None) == "relu"
 
 
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-_TRANSPOSE = (
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-
-
-def _linear_part(layer: Any, x: Any):
-    """A Dense or convolution layer's output before its activation, from its own variables."""
-    if getattr(layer, "quantization_mode", None):
-        raise ValueError(
-            f"Expected the ReLU layers of `model` to be float layers for guided backprop. "
-            f"Received: layer {layer.name!r} quantized as {layer.quantization_mode!r}."
-        )
-    if isinstance(layer, keras.layers.Dense):
-        y = ops.matmul(x, layer.kernel)
-    elif isinstance(layer, _SEPARABLE):
-        y = ops.separable_conv(
-            x,
-            layer.depthwise_kernel,
-            layer.pointwise_kernel,
-            strides=layer.strides,
-            padding=layer.padding,
-            dilation_rate=layer.dilation_rate,
-            data_format=layer.data_format,
-        )
-    elif isinstance(layer, _DEPTHWISE):
-        y = ops.depthwise_conv(
-            x,
-            layer.kernel,
-            strides=layer.strides,
-            padding=layer.padding,
-            dilation_rate=layer.dilation_rate,
-            data_format=layer.data_format,
-        )
-    elif isinstance(layer, _TRANSPOSE):
-        y = ops.conv_transpose(
-            x,
-            layer.kernel,
-            strides=list(layer.strides),
-            padding=layer.padding,
-            output_padding=layer.output_padding,
-            dilation_rate=layer.dilation_rate,
-            data_format=layer.data_format,
-        )
-    elif isinstance(layer, _CONV) and layer.padding != "causal":
-        y = layer.convolution_op(x, layer.kernel)
-    else:
-        raise ValueError(
-            "Expected layers with `activation='relu'` to be Dense or convolution layers, to "
-            f"guide their ReLU. Received: layer {layer.name!r} of type "
-            f"{type(layer).__name__}. Move its activation into a keras.layers.ReLU layer."
-        )
-    if getattr(layer, "bias", None) is None:
-        return y
-    if getattr(layer, "data_format", "channels_last") == "channels_first":
-        shape = (1, -1) + (1,) * (len(y.shape) - 2)
-        return y + ops.reshape(layer.bias, shape)
-    return y + layer.bias
-
-
 def _build_guided_view(model: keras.Model, output_index: int) -> keras.Model:
     head = _head_layer(model, output_index)
     names: set[str] = set()
@@ -155,7 +98,7 @@ def _build_guided_view(model: keras.Model, output_index: int) -> keras.Model:
         if isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation):
             return guided(layer.activation, layer, x)
         if _is_relu(getattr(layer, "activation", None)) and x is not None:
-            return guided(layer.activation, layer, _linear_part(layer, x))
+            return guided(layer.activation, layer, linear_part(layer, x))
         return layer(*args, **kwargs)
 
     inputs = model_inputs(model)

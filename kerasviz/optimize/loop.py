@@ -285,10 +285,14 @@ def run_optimization(
     callback: Callable | None,
     progress: bool | None,
     name: str = "objective",
+    pre_relu: bool = False,
 ) -> OptimizationResult:
-    """The shared engine of :func:`maximize` and :func:`kerasviz.invert` (see there)."""
+    """The shared engine of :func:`maximize` and :func:`kerasviz.invert` (see there).
+
+    ``pre_relu`` scores layers that end in a ReLU before it (see :class:`kerasviz.Probe`).
+    """
     opt_key, normalized_lr = _optimizer_spec(optimizer, learning_rate)
-    probe = get_probe(model, scorer.layers, logits=scorer.logits)
+    probe = get_probe(model, scorer.layers, logits=scorer.logits, pre_relu=pre_relu)
     slices = chunk_slices(n, batch_size)
     if snapshot_every is not None:
         snapshot_every = _check_positive_int(snapshot_every, "snapshot_every")
@@ -409,6 +413,10 @@ def maximize(
     ``maximize(m, objs, seed=s).images[i]`` equals ``maximize(m, [objs[i]], seed=s).images[0]``
     up to float round-off, whatever the batch size.
 
+    Layer objectives on a layer that ends in a ReLU are ascended on its value before the ReLU
+    (as Lucid does): a channel that is off everywhere on the start image still gets a gradient,
+    instead of staying gray. ``history`` holds these pre-ReLU values.
+
     Args:
         model: a Sequential or functional model with one image input.
         objectives: one objective, or a list (one row each); with a batch of start images and
@@ -486,6 +494,7 @@ def maximize(
         snapshot_every=snapshot_every,
         callback=callback,
         progress=progress,
+        pre_relu=True,
     )
 
 
