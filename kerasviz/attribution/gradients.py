@@ -122,6 +122,15 @@ def one_or_list(batch, values: list):
     return batch.squeeze(values[0] if len(values) == 1 else list(values))
 
 
+def _input_gradients(probe, rows: list, indices, targets: Targets) -> list:
+    """d(target logit of each row) / d(rows), one tensor per model input; inside compiled code."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(rows)
+        _, logits = probe(rows)
+        scores = select_scores(logits, indices, targets)
+    return tape.gradient(scores, rows, unconnected_gradients="zero")
+
+
 def check_reduce(reduce: str | None) -> None:
     if reduce not in _REDUCE:
         raise ValueError(f"Expected `reduce` to be one of {_REDUCE}. Received: reduce={reduce!r}.")
@@ -147,11 +156,7 @@ def _saliency_factory(targets: Targets) -> Callable[[Probe], Callable]:
     def factory(probe: Probe):
         def step(inputs, indices):
             note_trace("saliency")
-            with tf.GradientTape() as tape:
-                tape.watch(inputs)
-                _, logits = probe(inputs)
-                scores = select_scores(logits, indices, targets)
-            return tape.gradient(scores, inputs, unconnected_gradients="zero")
+            return _input_gradients(probe, inputs, indices, targets)
 
         return compiled(step)
 
@@ -207,11 +212,7 @@ def _smoothgrad_factory(targets: Targets, samples: int) -> Callable[[Probe], Cal
             for x, sigma, noise in zip(inputs, sigmas, noises, strict=True):
                 scale = tf.reshape(tf.gather(sigma, images), [-1] + [1] * (x.shape.rank - 1))
                 noisy.append(tf.gather(x, images) + scale * tf.gather(noise, draws))
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(noisy)
-                _, logits = probe(noisy)
-                scores = select_scores(logits, tf.gather(indices, images), targets)
-            grads = tape.gradient(scores, noisy, unconnected_gradients="zero")
+            grads = _input_gradients(probe, noisy, tf.gather(indices, images), targets)
             return [tf.math.unsorted_segment_sum(g, local, count) for g in grads]
 
         return compiled(step)
@@ -366,11 +367,7 @@ def _ig_factory(targets: Targets, steps: int) -> Callable[[Probe], Callable]:
                 a = tf.reshape(alphas, [-1] + [1] * (x.shape.rank - 1))
                 xb, bb = tf.gather(x, images), tf.gather(b, images)
                 path.append(bb + a * (xb - bb))
-            with tf.GradientTape() as tape:
-                tape.watch(path)
-                _, logits = probe(path)
-                scores = select_scores(logits, tf.gather(indices, images), targets)
-            grads = tape.gradient(scores, path, unconnected_gradients="zero")
+            grads = _input_gradients(probe, path, tf.gather(indices, images), targets)
             return [tf.math.unsorted_segment_sum(g, local, count) for g in grads]
 
         return compiled(step)
