@@ -1,8 +1,9 @@
 """The ``kerasviz`` command: ``demo``, ``report`` and ``layers``.
 
 ``kerasviz demo --out DIR`` writes the HTML report of the two committed demo models on synthetic
-shapes images. ``kerasviz report MODEL IMAGE... --out DIR`` writes the same report for a saved
-model and image files. ``kerasviz layers MODEL`` prints every layer with its output shape and its
+shapes images. ``kerasviz report MODEL IMAGES... --out DIR`` writes the same report for a saved
+model and images: files, folders (their images, sorted by name) or quoted glob patterns such as
+``'imgs/*.png'``. ``kerasviz layers MODEL`` prints every layer with its output shape and its
 receptive field. User errors (a wrong path, an unreadable image, a model without an image input,
 a report that already exists) end with one line on stderr and exit status 1, never a traceback.
 """
@@ -10,6 +11,7 @@ a report that already exists) end with one line on stderr and exit status 1, nev
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import os
 import sys
@@ -42,6 +44,7 @@ PREPROCESS = (
     "xception",
 )
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEMO_MODELS = ("shapes_cnn.keras", "shapes_nested.keras")
 TRAIN_SCRIPT = "examples/train_demo_models.py"
 
@@ -65,9 +68,7 @@ def progress(message: str) -> None:
 
 def demo_models_dir() -> Path:
     """The repository's ``models/`` folder, beside the ``kerasviz`` package."""
-    import kerasviz
-
-    return Path(kerasviz.__file__).resolve().parent.parent / "models"
+    return Path(__file__).resolve().parent.parent / "models"
 
 
 def load_model(path: str | Path, *, unsafe: bool = False):
@@ -118,6 +119,37 @@ def image_input_shape(model) -> tuple[int | None, int | None, int]:
             f"(batch, classes), got {got}"
         )
     return shapes[0][1], shapes[0][2], shapes[0][3]
+
+
+def expand_images(arguments: Sequence[str | Path]) -> list[Path]:
+    """The image files that ``arguments`` name, in order: files, folders and glob patterns.
+
+    A folder gives the files inside it (not its subfolders) with an image suffix
+    (:data:`IMAGE_SUFFIXES`, any case), sorted by name. An argument that is neither a file nor a
+    folder and holds ``*``, ``?`` or ``[`` is a glob pattern, expanded with :func:`glob.glob`
+    (files only, sorted). Anything else is kept as a path, for :func:`read_images` to report.
+
+    Raises:
+        CLIError: a folder without images, or a pattern that matches no file.
+    """
+    paths: list[Path] = []
+    for argument in map(str, arguments):
+        path = Path(argument)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                suffixes = ", ".join(s[1:] for s in IMAGE_SUFFIXES)
+                raise CLIError(f"no image files ({suffixes}) in folder {argument}")
+        elif not path.exists() and any(c in argument for c in "*?["):
+            found = sorted(Path(p) for p in glob.glob(argument) if Path(p).is_file())
+            if not found:
+                raise CLIError(f"no files match the pattern {argument!r}")
+        else:
+            found = [path]
+        paths += found
+    return paths
 
 
 def read_images(paths: Sequence[str | Path]) -> list:
@@ -183,7 +215,7 @@ def _check_layer_and_target(model, layer: str | None, target: int | None) -> Non
 
 
 def _check_out(out: Path, force: bool) -> None:
-    from kerasviz.report import REPORT_NAME
+    from kerasviz.report import REPORT_NAME  # the report, TensorFlow included, loads lazily
 
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} exists and is not a folder")
@@ -215,8 +247,9 @@ def _cmd_report(args) -> int:
     from kerasviz import report as rep
 
     out = Path(args.out)
+    paths = expand_images(args.images)
     _check_out(out, args.force)
-    pil_images = read_images(args.images)
+    pil_images = read_images(paths)
     pre = preprocessor(args.preprocess)
     model = load_model(args.model, unsafe=args.unsafe)
     height, width, channels = image_input_shape(model)
@@ -232,7 +265,7 @@ def _cmd_report(args) -> int:
         model=model,
         inputs=inputs,
         display=raw.astype(np.float32) / 255.0,
-        names=[Path(p).name for p in args.images],
+        names=[p.name for p in paths],
         space=space,
     )
     settings = rep.Settings.fast() if args.fast else rep.Settings.full()
@@ -291,7 +324,12 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="report on your saved model and image files")
     report.add_argument("model", help="a saved model (.keras or .h5)")
-    report.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    report.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGES",
+        help="image files (PNG, JPEG, ...), folders of images, or quoted glob patterns",
+    )
     report.add_argument("--out", required=True, help="output folder")
     report.add_argument(
         "--layer", help="the CAM layer (name or outer/inner path); default: last conv"

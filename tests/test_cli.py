@@ -14,7 +14,7 @@ import pytest
 from conftest import make_tiny_cnn
 from PIL import Image
 
-from kerasviz.cli import main
+from kerasviz.cli import expand_images, main
 from kerasviz.report import SECTIONS
 
 
@@ -139,7 +139,7 @@ def test_report_on_a_saved_model(capsys, files):
     assert code == 0, err
     assert "[kerasviz]" in err and "Grad-CAM" in err  # progress lines
     html = (out / "report.html").read_text()
-    assert re.findall(r'<section id="([^"]+)"', html) == [sid for sid, _ in SECTIONS]
+    assert re.findall(r'<section id="([^"]+)"', html) == [s.id for s in SECTIONS]
     assert "<td>a.png</td>" in html and "<td>b.jpg</td>" in html
     assert "No ground-truth masks" in html
     pngs = sorted(out.glob("*.png"))
@@ -179,3 +179,56 @@ def test_report_bad_layer_and_target_are_one_line_errors(capsys, files):
     assert_one_line_error(code, err, "conv9", "conv1")
     code, _, err = run(capsys, *base, "--out", files / "o4", "--target", "7")
     assert_one_line_error(code, err, "--target 7", "3 classes")
+
+
+@pytest.fixture(scope="module")
+def image_folders(files):
+    """A folder of images among other files, and an empty one."""
+    rng = np.random.default_rng(1)
+    folder = files / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.PNG", "a.jpg", "c.tiff", "sub/e.png"):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    (files / "empty").mkdir()
+    (files / "empty" / "readme.md").write_text("no images here")
+    return folder
+
+
+def test_images_from_folders_and_globs(files, image_folders):
+    folder = image_folders
+    # A folder: its image files by name, any suffix case, no subfolders or other files.
+    assert expand_images([folder]) == [folder / "a.jpg", folder / "b.PNG", folder / "c.tiff"]
+    # A glob, expanded and sorted; files and folders can be mixed, in argument order.
+    pattern = str(files / "*.png")
+    assert expand_images([pattern]) == [files / "a.png", files / "broken.png"]
+    assert expand_images([files / "b.jpg", str(folder / "[ab].*")]) == [
+        files / "b.jpg",
+        folder / "a.jpg",
+        folder / "b.PNG",
+    ]
+    # A plain path is kept as it is, for read_images to report.
+    assert expand_images([files / "nope.png"]) == [files / "nope.png"]
+
+
+def test_empty_folder_or_glob_is_a_one_line_error(capsys, files, image_folders):
+    for argument, needle in (
+        (files / "empty", "no image files"),
+        (files / "*.gif", "no files match"),
+        (image_folders / "sub" / "*.jpg", "no files match"),
+    ):
+        code, _, err = run(capsys, "report", files / "tiny.keras", argument, "--out", files / "o5")
+        assert_one_line_error(code, err, needle, str(argument))
+    assert not (files / "o5").exists()
+
+
+def test_report_on_a_folder_and_a_glob(capsys, files, image_folders):
+    out = files / "folder_report"
+    glob_arg = str(files / "b.*")
+    code, _, err = run(
+        capsys, "report", files / "tiny.keras", image_folders, glob_arg, "--out", out, "--fast"
+    )
+    assert code == 0, err
+    html = (out / "report.html").read_text()
+    names = re.findall(r"<tr><td>([^<]+)</td><td>-</td>", html)
+    assert names == ["a.jpg", "b.PNG", "c.tiff", "b.jpg"]

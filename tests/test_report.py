@@ -182,7 +182,7 @@ def fast_demo(tmp_path_factory):
 
 def test_fast_demo_writes_every_section(fast_demo):
     html = (fast_demo / "report.html").read_text()
-    ids = [sid for sid, _ in SECTIONS]
+    ids = [s.id for s in SECTIONS]
     assert re.findall(r'<section id="([^"]+)"', html) == ids
     blocks = re.split(r'<section id="', html)[1:]
     for sid, block in zip(ids, blocks, strict=True):
@@ -220,7 +220,7 @@ def test_fast_demo_writes_every_section(fast_demo):
 
 def test_fast_demo_renders_in_chromium(fast_demo, tmp_path):
     attributes, sections, shot = render(fast_demo / "report.html", tmp_path)
-    assert sections == [sid for sid, _ in SECTIONS]
+    assert sections == [s.id for s in SECTIONS]
     assert attributes["data-broken"] == "0"
     assert int(attributes["data-images"]) == len(list(fast_demo.glob("*.png")))
     assert attributes["data-sections"] == str(len(SECTIONS))

@@ -1,403 +1,29 @@
-"""The self-contained HTML report: sections of figures and tables, every image embedded.
+"""The report's analyses: each section calls kerasviz's compute functions and draws with plot.
 
-:class:`Report` is a small builder. Each figure is written as a PNG next to ``report.html`` and
-embedded in it as a base64 data URI, so the page needs no other file and no network. A tiny inline
-script counts images that failed to decode and records the count in the page
-(``<footer id="render-check" data-broken=...>``), which the headless-browser test reads back.
-
-The analyses that fill the report (``analyze``) call the compute functions and lay their results
-out with :mod:`kerasviz.plot`; ``kerasviz.cli`` loads models and images and calls them.
+Every section is a function ``(ctx, sec)`` listed once in :data:`SECTIONS`. It reads prepared
+subjects (:func:`kerasviz.report.subject.prepare`), makes one batched call per method for all the
+images it shows, and adds figures and tables to its :class:`Section`.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime
-import html
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-REPORT_NAME = "report.html"
+import kerasviz
+from kerasviz import metrics, plot
 
-_CSS = """
-:root { --fg: #1d2430; --muted: #5b6576; --line: #dde2ea; --accent: #2f6fdf; --bg: #f7f8fa; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-       color: var(--fg); background: var(--bg); }
-header.top { background: #1d2430; color: #fff; padding: 22px 32px; }
-header.top h1 { margin: 0 0 4px; font-size: 24px; }
-header.top p { margin: 0; color: #c5cbd6; }
-nav { padding: 10px 32px; background: #fff; border-bottom: 1px solid var(--line);
-      position: sticky; top: 0; z-index: 1; display: flex; flex-wrap: wrap; gap: 4px 16px; }
-nav a { color: var(--accent); text-decoration: none; font-size: 13px; white-space: nowrap; }
-main { max-width: 1200px; margin: 0 auto; padding: 8px 32px 40px; }
-section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
-          margin: 22px 0; padding: 16px 22px; }
-section h2 { margin: 0 0 6px; font-size: 19px; }
-section p.intro { margin: 0 0 12px; color: var(--muted); }
-figure { display: inline-block; vertical-align: top; margin: 8px 14px 12px 0; max-width: 100%; }
-figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px;
-             image-rendering: auto; }
-figcaption { font-size: 13px; color: var(--muted); max-width: 560px; margin-top: 4px; }
-table { border-collapse: collapse; margin: 8px 0 12px; font-size: 13px; }
-th, td { border: 1px solid var(--line); padding: 4px 9px; text-align: left; }
-th { background: #eef1f6; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-caption { caption-side: bottom; text-align: left; color: var(--muted); padding-top: 4px; }
-p.note { color: var(--muted); font-style: italic; }
-footer { max-width: 1200px; margin: 0 auto; padding: 0 32px 30px; color: var(--muted);
-         font-size: 12px; }
-"""
-
-# Counts <img> elements that failed to load or decode, after the load event, into the footer.
-_CHECK_SCRIPT = """
-window.addEventListener("load", function () {
-  var images = document.images, broken = 0;
-  for (var i = 0; i < images.length; i++) {
-    if (!images[i].complete || images[i].naturalWidth === 0) broken++;
-  }
-  var check = document.getElementById("render-check");
-  check.setAttribute("data-images", String(images.length));
-  check.setAttribute("data-broken", String(broken));
-  check.setAttribute("data-sections", String(document.querySelectorAll("main section").length));
-});
-"""
-
-_ID = re.compile(r"^[a-z][a-z0-9-]*$")
-
-
-def _png_bytes(image: Any, path: Path) -> bytes:
-    """Saves a figure or an image array as ``path`` (PNG) through :func:`kerasviz.plot.save`."""
-    from kerasviz import plot
-
-    plot.save(image, path)
-    return path.read_bytes()
-
-
-@dataclass
-class _Image:
-    file: str
-    data: bytes
-    alt: str
-    caption: str
-
-
-@dataclass
-class _Table:
-    header: list[str]
-    rows: list[list[Any]]
-    caption: str
-
-
-@dataclass
-class _Text:
-    text: str
-    note: bool
-
-
-@dataclass
-class Section:
-    """One ``<section>`` of the report: a heading, an intro and blocks in insertion order."""
-
-    id: str
-    title: str
-    intro: str
-    report: Report
-    blocks: list = field(default_factory=list)
-
-    def image(self, image: Any, name: str, alt: str, caption: str = "") -> Path:
-        """Adds a figure or image array; writes ``<out>/<name>.png`` and returns its path.
-
-        Args:
-            image: a matplotlib Figure (closed after saving) or an image array that
-                :func:`kerasviz.plot.save` accepts.
-            name: the file stem, unique within the report.
-            alt: the alt text (what the image shows, for screen readers and broken links).
-            caption: a short caption shown under the image.
-        """
-        file = f"{name}.png"
-        if file in self.report.files:
-            raise ValueError(f"Expected `name` to be unique in the report. Received: {name!r}.")
-        if not alt:
-            raise ValueError(f"Expected `alt` to describe image {name!r}. Received: ''.")
-        path = self.report.out_dir / file
-        data = _png_bytes(image, path)
-        self.report.files.append(file)
-        self.blocks.append(_Image(file, data, alt, caption))
-        return path
-
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = ""):
-        """Adds a table. Floats are shown with 3 decimals; numbers are right-aligned."""
-        rows = [list(row) for row in rows]
-        for row in rows:
-            if len(row) != len(header):
-                raise ValueError(
-                    f"Expected every row to have {len(header)} cells like `header`. "
-                    f"Received a row with {len(row)}: {row!r}."
-                )
-        self.blocks.append(_Table(list(header), rows, caption))
-
-    def text(self, text: str, *, note: bool = False):
-        """Adds a paragraph (a muted note with ``note=True``)."""
-        self.blocks.append(_Text(text, note))
-
-
-class Report:
-    """An HTML report written into ``out_dir``: PNG files plus one self-contained page.
-
-    Example:
-        >>> report = Report("out", "kerasviz report")
-        >>> sec = report.section("grad-cam", "Grad-CAM", "Where the class evidence lies.")
-        >>> sec.image(kerasviz.plot.overlay(image, cam), "grad_cam", alt="Grad-CAM overlay")
-        >>> report.write()
-        PosixPath('out/report.html')
-    """
-
-    def __init__(self, out_dir: str | Path, title: str, subtitle: str = ""):
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.title = title
-        self.subtitle = subtitle
-        self.sections: list[Section] = []
-        self.files: list[str] = []
-
-    def section(self, id: str, title: str, intro: str = "") -> Section:
-        """Starts a new section; ``id`` is its HTML id (lowercase letters, digits, dashes)."""
-        if not _ID.match(id) or any(s.id == id for s in self.sections):
-            raise ValueError(
-                f"Expected `id` to be a new lowercase id like 'grad-cam'. Received: {id!r}."
-            )
-        sec = Section(id, title, intro, self)
-        self.sections.append(sec)
-        return sec
-
-    def html(self) -> str:
-        """The page as one string."""
-        esc = html.escape
-        nav = "".join(f'<a href="#{s.id}">{esc(s.title)}</a>' for s in self.sections)
-        body = "\n".join(_section_html(s) for s in self.sections)
-        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-        return (
-            "<!DOCTYPE html>\n"
-            '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{esc(self.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            f'<header class="top"><h1>{esc(self.title)}</h1><p>{esc(self.subtitle)}</p></header>\n'
-            f"<nav>{nav}</nav>\n<main>\n{body}\n</main>\n"
-            f'<footer id="render-check" data-broken="pending">Written by kerasviz on {stamp}; '
-            f"{len(self.files)} images, also saved as PNG files beside this page.</footer>\n"
-            f"<script>{_CHECK_SCRIPT}</script>\n</body>\n</html>\n"
-        )
-
-    def write(self) -> Path:
-        """Writes ``report.html`` and returns its path."""
-        path = self.out_dir / REPORT_NAME
-        path.write_text(self.html(), encoding="utf-8")
-        return path
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return f"<td>{html.escape(str(value))}</td>"
-    if isinstance(value, float):
-        return f'<td class="num">{value:.3f}</td>'
-    if isinstance(value, int):
-        return f'<td class="num">{value}</td>'
-    return f"<td>{html.escape(str(value))}</td>"
-
-
-def _section_html(sec: Section) -> str:
-    esc = html.escape
-    parts = [f'<section id="{sec.id}">', f"<h2>{esc(sec.title)}</h2>"]
-    if sec.intro:
-        parts.append(f'<p class="intro">{esc(sec.intro)}</p>')
-    for block in sec.blocks:
-        if isinstance(block, _Image):
-            data = base64.b64encode(block.data).decode("ascii")
-            caption = f"<figcaption>{esc(block.caption)}</figcaption>" if block.caption else ""
-            parts.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{esc(block.alt)}" '
-                f'data-file="{esc(block.file)}">{caption}</figure>'
-            )
-        elif isinstance(block, _Table):
-            head = "".join(f"<th>{esc(str(h))}</th>" for h in block.header)
-            rows = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in block.rows)
-            caption = f"<caption>{esc(block.caption)}</caption>" if block.caption else ""
-            parts.append(
-                f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-            )
-        else:
-            cls = ' class="note"' if block.note else ""
-            parts.append(f"<p{cls}>{esc(block.text)}</p>")
-    parts.append("</section>")
-    return "\n".join(parts)
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    """(width, height) read from a PNG header; used to check embedded images."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError("Expected PNG data. Received bytes without the PNG signature.")
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-
-
-# ============================================================================ analyses
-#
-# Everything below fills a Report: it calls kerasviz's compute functions once per section (all
-# images of a section in one batched call) and draws the results with kerasviz.plot.
-
-DEMO_SEED = 2024  # held out: the demo models are trained on other seeds
-SECTIONS = (
-    ("predictions", "Predictions"),
-    ("layers", "Layers and receptive fields"),
-    ("feature-maps", "Feature maps"),
-    ("filters", "Filter weights"),
-    ("filter-patterns", "Filter patterns"),
-    ("neuron-patterns", "Neuron patterns"),
-    ("grad-cam", "Grad-CAM and Grad-CAM++"),
-    ("signed-cam", "Signed CAMs of two classes"),
-    ("gradients", "Saliency, SmoothGrad and integrated gradients"),
-    ("inversion", "Feature inversion"),
-    ("adversarial", "Adversarial example (FGSM)"),
-    ("localization", "Localization on ground-truth masks"),
-)
-
-
-@dataclass(frozen=True)
-class InputSpace:
-    """How display pixels ``p`` in [0, 1] map to model inputs: ``x = p @ matrix + offset``.
-
-    Every ``keras.applications`` preprocessing is such a per-pixel affine map (scaling, mean
-    subtraction, RGB to BGR), so optimized or attacked inputs can be mapped back for display.
-    """
-
-    matrix: np.ndarray
-    offset: np.ndarray
-
-    @classmethod
-    def identity(cls, channels: int = 3) -> InputSpace:
-        return cls(np.eye(channels, dtype=np.float32), np.zeros(channels, np.float32))
-
-    @classmethod
-    def from_preprocess(cls, fn: Callable[[np.ndarray], Any], channels: int) -> InputSpace:
-        """Measures the affine map of ``fn``, a preprocessing of 0..255 float images."""
-        probes = np.concatenate(
-            [np.zeros((1, channels)), 255.0 * np.eye(channels), np.full((1, channels), 127.5)]
-        ).astype(np.float32)
-        out = np.asarray(fn(probes.reshape(-1, 1, 1, channels).copy()), np.float64)
-        out = out.reshape(channels + 2, channels)
-        offset, matrix, gray = out[0], out[1:-1] - out[0], out[-1]
-        if not np.allclose(gray, offset + 0.5 * matrix.sum(axis=0), rtol=1e-4, atol=1e-4):
-            raise ValueError(
-                "Expected the preprocessing to be a per-pixel affine map of 0..255 images. "
-                "Received: a function that is not affine."
-            )
-        return cls(matrix.astype(np.float32), offset.astype(np.float32))
-
-    def to_model(self, pixels: np.ndarray) -> np.ndarray:
-        return (np.asarray(pixels, np.float32) @ self.matrix + self.offset).astype(np.float32)
-
-    def to_display(self, x: Any, *, clip: bool = True) -> np.ndarray:
-        """Model inputs back to display pixels, clipped to [0, 1] unless ``clip=False``."""
-        pixels = (np.asarray(x, np.float32) - self.offset) @ np.linalg.inv(self.matrix)
-        return (np.clip(pixels, 0.0, 1.0) if clip else pixels).astype(np.float32)
-
-    @property
-    def value_range(self) -> tuple[float, float]:
-        """The smallest and largest model-input value any display image can produce."""
-        low = self.offset + np.minimum(self.matrix, 0).sum(axis=0)
-        high = self.offset + np.maximum(self.matrix, 0).sum(axis=0)
-        return float(low.min()), float(high.max())
-
-    @property
-    def scale(self) -> float:
-        """Model-input units per display unit (1 for images in [0, 1], 255 for VGG's)."""
-        return float(np.abs(self.matrix).sum(axis=0).mean())
-
-
-@dataclass
-class Subject:
-    """A model and the images to analyse it on.
-
-    Attributes:
-        name: shown in headings.
-        model: the Keras model (never modified).
-        inputs: model inputs ``(n, h, w, c)``, preprocessed.
-        display: the same images in [0, 1] for display ``(n, h, w, c)``.
-        names: one label per image (file names).
-        space: how display pixels map to model inputs.
-        class_names: names of the classes, or None for indices.
-        labels: true classes ``(n,)``, when known.
-        masks: ground-truth object masks ``(n, h, w)``, when known (localization scores).
-        pair: ``(model_input, display, (class_a, class_b))``, an image holding two objects for the
-            signed CAM; None uses the first image and its two most likely classes.
-    """
-
-    name: str
-    model: Any
-    inputs: np.ndarray
-    display: np.ndarray
-    names: list[str]
-    space: InputSpace
-    class_names: Sequence[str] | None = None
-    labels: np.ndarray | None = None
-    masks: np.ndarray | None = None
-    pair: tuple | None = None
-    # Filled by the predictions section.
-    scores: np.ndarray | None = None
-    targets: np.ndarray | None = None
-    cam_layer: str | None = None
-
-    def class_name(self, index: int) -> str:
-        index = int(index)
-        if self.class_names is not None and 0 <= index < len(self.class_names):
-            return f"{self.class_names[index]}"
-        return f"class {index}"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Sizes and step counts of the analyses; :meth:`fast` is for tests."""
-
-    show: int = 3  # images in per-image figures
-    feature_channels: int = 32  # channels per feature-map grid
-    max_feature_layers: int = 12  # conv layers shown (evenly spaced beyond that)
-    pattern_channels: int = 32
-    pattern_steps: int = 96
-    neurons: int = 8
-    neuron_steps: int = 96
-    smooth_samples: int = 20
-    ig_steps: int = 50
-    inversion_steps: int = 150
-    epsilon: float = 0.02  # FGSM step, in display units (fraction of the pixel range)
-    localization: int = 24  # images scored on masks (demo)
-    localization_steps: int = 16  # IG steps and SmoothGrad samples when scoring
-
-    @classmethod
-    def full(cls) -> Settings:
-        return cls()
-
-    @classmethod
-    def fast(cls) -> Settings:
-        return cls(
-            show=2,
-            feature_channels=8,
-            max_feature_layers=4,
-            pattern_channels=8,
-            pattern_steps=3,
-            neurons=3,
-            neuron_steps=3,
-            smooth_samples=3,
-            ig_steps=4,
-            inversion_steps=3,
-            localization=6,
-            localization_steps=3,
-        )
+# No public function lists a model's leaf layers yet; these are the library's own walkers.
+from kerasviz._graph import is_graph_model, iter_layers
+from kerasviz._layers import is_conv, output_shape, spatial_layers
+from kerasviz.report.page import Report, Section
+from kerasviz.report.subject import Settings, Subject, forward, prepare
 
 
 def _spatial(shape: tuple) -> str:
@@ -409,10 +35,6 @@ def layer_table(model: Any) -> tuple[list[str], list[list[Any]]]:
 
     Layers whose field is not defined (e.g. after an upsampling) show "-".
     """
-    from kerasviz._graph import is_graph_model, iter_layers
-    from kerasviz._layers import output_shape
-    from kerasviz.receptive_field import receptive_field
-
     header = ["layer", "type", "output shape", "RF size", "RF stride", "RF start"]
     rows = []
     for path, layer in iter_layers(model):
@@ -423,7 +45,7 @@ def layer_table(model: Any) -> tuple[list[str], list[list[Any]]]:
         except (AttributeError, ValueError):
             shape = "-"
         try:
-            rf = receptive_field(model, path)
+            rf = kerasviz.receptive_field(model, path)
             if rf.is_global:
                 size, stride, start = f"global ({_spatial(rf.size)})", "-", "-"
             else:
@@ -436,8 +58,6 @@ def layer_table(model: Any) -> tuple[list[str], list[list[Any]]]:
 
 
 def _conv_layers(model: Any) -> list[str]:
-    from kerasviz._layers import is_conv, output_shape, spatial_layers
-
     return [
         p for p, layer in spatial_layers(model) if is_conv(layer) and len(output_shape(layer)) == 4
     ]
@@ -457,45 +77,20 @@ def _rgb(images: np.ndarray) -> np.ndarray:
     return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
 
-def _forward(model: Any, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    parts = [
-        np.asarray(model(inputs[i : i + batch_size], training=False))
-        for i in range(0, len(inputs), batch_size)
-    ]
-    return np.concatenate(parts).astype(np.float64)
-
-
 @dataclass
 class _Context:
-    report: Report
-    subjects: list[Subject]
+    subjects: list[Subject]  # prepared; the first is the main one
     settings: Settings
-    layer: Any
-    target: int | None
 
     @property
     def main(self) -> Subject:
         return self.subjects[0]
 
 
-def _heading(ctx: _Context, subject: Subject) -> str:
-    return f" ({subject.name})" if len(ctx.subjects) > 1 else ""
-
-
 def _sec_predictions(ctx: _Context, sec: Section) -> None:
-    from kerasviz import plot
-    from kerasviz._layers import default_cam_layer, resolve_layer
-
+    """What the model predicts for each image."""
     for s in ctx.subjects:
-        s.scores = _forward(s.model, s.inputs)
         predicted = s.scores.argmax(axis=1)
-        s.targets = (
-            np.full(len(s.inputs), ctx.target, np.int64) if ctx.target is not None else predicted
-        )
-        if ctx.layer is not None and s is ctx.main:
-            s.cam_layer = resolve_layer(s.model, ctx.layer, "--layer")[0]
-        else:
-            s.cam_layer = default_cam_layer(s.model)[0]
         k = min(ctx.settings.show, len(s.inputs))
         rows, titles = [], []
         for i in range(len(s.inputs)):
@@ -522,6 +117,9 @@ def _sec_predictions(ctx: _Context, sec: Section) -> None:
 
 
 def _sec_layers(ctx: _Context, sec: Section) -> None:
+    """Every layer with its output shape and the exact receptive field of its units in input
+    pixels.
+    """
     for s in ctx.subjects:
         header, rows = layer_table(s.model)
         sec.table(
@@ -537,10 +135,7 @@ def _slug(path: str) -> str:
 
 
 def _sec_feature_maps(ctx: _Context, sec: Section) -> None:
-    import kerasviz
-    from kerasviz import plot
-    from kerasviz._layers import spatial_layers
-
+    """The activations of the conv layers for one image."""
     s, st = ctx.main, ctx.settings
     convs = _conv_layers(s.model)
     shown = _spread(convs, st.max_feature_layers)
@@ -582,7 +177,6 @@ def _sec_feature_maps(ctx: _Context, sec: Section) -> None:
 
 
 def _kernels(model: Any, convs: list[str]) -> list[tuple[str, np.ndarray]]:
-    import kerasviz
 
     out = []
     for path in convs:
@@ -595,9 +189,6 @@ def _kernels(model: Any, convs: list[str]) -> list[tuple[str, np.ndarray]]:
 
 def _depthwise_filters(s: Subject, sec: Section) -> None:
     """Models whose deeper spatial filters are all depthwise (MobileNet): one kernel per channel."""
-    import kerasviz
-    from kerasviz import plot
-
     for path in _conv_layers(s.model):
         kernel = kerasviz.filter_weights(s.model, path).get("depthwise_kernel")
         if kernel is not None and kernel.shape[0] * kernel.shape[1] > 1:
@@ -616,8 +207,7 @@ def _depthwise_filters(s: Subject, sec: Section) -> None:
 
 
 def _sec_filters(ctx: _Context, sec: Section) -> None:
-    from kerasviz import plot
-
+    """The learned weights of the first layer and of deeper layers."""
     s = ctx.main
     kernels = _kernels(s.model, _conv_layers(s.model))
     if not kernels:
@@ -665,9 +255,7 @@ def _start(s: Subject) -> np.ndarray:
 
 
 def _sec_filter_patterns(ctx: _Context, sec: Section) -> None:
-    import kerasviz
-    from kerasviz import plot
-
+    """What each channel of one layer responds to most, found by gradient ascent on the input."""
     s, st = ctx.main, ctx.settings
     path = s.cam_layer
     total = int(kerasviz.resolve_layer(s.model, path)[1].output.shape[-1])
@@ -695,8 +283,6 @@ def _sec_filter_patterns(ctx: _Context, sec: Section) -> None:
 
 def _neuron_layer(s: Subject) -> tuple[str, Any]:
     """The deepest conv whose units see at most half of the input."""
-    import kerasviz
-
     best = None
     for path in _conv_layers(s.model):
         try:
@@ -714,9 +300,7 @@ def _neuron_layer(s: Subject) -> tuple[str, Any]:
 
 
 def _sec_neuron_patterns(ctx: _Context, sec: Section) -> None:
-    import kerasviz
-    from kerasviz import plot
-
+    """What single units respond to, shown only inside their receptive field."""
     s, st = ctx.main, ctx.settings
     path, rf = _neuron_layer(s)
     total = int(kerasviz.resolve_layer(s.model, path)[1].output.shape[-1])
@@ -763,15 +347,14 @@ def _sec_neuron_patterns(ctx: _Context, sec: Section) -> None:
 
 
 def _project(cam: np.ndarray, rf: Any) -> tuple[np.ndarray, np.ndarray]:
-    import kerasviz
 
     return kerasviz.backproject(cam, rf), kerasviz.resize_bilinear(cam, rf.input_size)
 
 
 def _sec_grad_cam(ctx: _Context, sec: Section) -> None:
-    import kerasviz
-    from kerasviz import plot
-
+    """Where the evidence for the class lies, projected exactly through the receptive fields,
+    beside the usual bilinear resize.
+    """
     st = ctx.settings
     for s in ctx.subjects:
         n = min(st.show, len(s.inputs))
@@ -816,9 +399,7 @@ def _sec_grad_cam(ctx: _Context, sec: Section) -> None:
 
 
 def _sec_signed_cam(ctx: _Context, sec: Section) -> None:
-    import kerasviz
-    from kerasviz import plot
-
+    """Evidence for one class against another, on one scale."""
     s = ctx.main
     if s.scores.shape[1] < 2:
         sec.text("A signed map compares two classes; this model has one output.", note=True)
@@ -858,9 +439,7 @@ def _baseline(s: Subject, value: float, n: int) -> np.ndarray:
 
 
 def _sec_gradients(ctx: _Context, sec: Section) -> None:
-    import kerasviz
-    from kerasviz import plot
-
+    """Pixel-level attributions from input gradients."""
     s, st = ctx.main, ctx.settings
     n = min(st.show, len(s.inputs))
     x, t = s.inputs[:n], s.targets[:n]
@@ -886,9 +465,7 @@ def _sec_gradients(ctx: _Context, sec: Section) -> None:
 
 
 def _sec_inversion(ctx: _Context, sec: Section) -> None:
-    import kerasviz
-    from kerasviz import metrics, plot
-
+    """Images reconstructed from the features of three depths."""
     s, st = ctx.main, ctx.settings
     depths = _spread(_conv_layers(s.model), 3)
     original = s.display[0]
@@ -924,15 +501,13 @@ def _sec_inversion(ctx: _Context, sec: Section) -> None:
 
 
 def _sec_adversarial(ctx: _Context, sec: Section) -> None:
-    import kerasviz
-    from kerasviz import plot
-
+    """A small perturbation along the gradient's sign."""
     s, st = ctx.main, ctx.settings
     n = min(st.show, len(s.inputs))
     x, t = s.inputs[:n], s.targets[:n]
     epsilon = st.epsilon * s.space.scale
     adversarial = kerasviz.fgsm(s.model, x, t, epsilon=epsilon, value_range=s.space.value_range)
-    after = _forward(s.model, np.asarray(adversarial))
+    after = forward(s.model, np.asarray(adversarial))
     shown = s.space.to_display(adversarial)
     pictures, titles, rows = [], [], []
     for i in range(n):
@@ -964,11 +539,16 @@ def _sec_adversarial(ctx: _Context, sec: Section) -> None:
 
 
 def localization_scores(s: Subject, settings: Settings) -> list[list[Any]]:
-    """Pointing game and energy pointing game of each method on ``s.masks`` (true classes)."""
-    import kerasviz
-    from kerasviz import metrics
-    from kerasviz.plot import reduce_channels
+    """Pointing game and energy pointing game of each method on ``s.masks`` (true classes).
 
+    Args:
+        s: a prepared subject (:func:`prepare`) with ``masks``.
+        settings: how many images are scored, and the SmoothGrad/IG sample counts.
+
+    Returns:
+        One row per method and projection: name, projection, pointing game and energy pointing
+        game (shares in [0, 1]) and seconds per image.
+    """
     m = min(settings.localization, len(s.inputs))
     x, masks = s.inputs[:m], s.masks[:m]
     t = s.labels[:m] if s.labels is not None else s.targets[:m]
@@ -999,7 +579,7 @@ def localization_scores(s: Subject, settings: Settings) -> list[list[Any]]:
         for projection, maps in results.items():
             maps = np.asarray(maps)
             if maps.ndim == 4:
-                maps = reduce_channels(maps, "abs_max")
+                maps = plot.reduce_channels(maps, "abs_max")
             rows.append(
                 [
                     name,
@@ -1013,6 +593,7 @@ def localization_scores(s: Subject, settings: Settings) -> list[list[Any]]:
 
 
 def _sec_localization(ctx: _Context, sec: Section) -> None:
+    """How well each method's map points at the object."""
     scored = [s for s in ctx.subjects if s.masks is not None]
     if not scored:
         sec.text(
@@ -1032,34 +613,35 @@ def _sec_localization(ctx: _Context, sec: Section) -> None:
         )
 
 
-_SECTION_FUNCTIONS = {
-    "predictions": (_sec_predictions, "What the model predicts for each image."),
-    "layers": (
-        _sec_layers,
-        "Every layer with its output shape and the exact receptive field of "
-        "its units in input pixels.",
-    ),
-    "feature-maps": (_sec_feature_maps, "The activations of the conv layers for one image."),
-    "filters": (_sec_filters, "The learned weights of the first layer and of deeper layers."),
-    "filter-patterns": (
-        _sec_filter_patterns,
-        "What each channel of one layer responds to most, found by gradient ascent on the input.",
-    ),
-    "neuron-patterns": (
-        _sec_neuron_patterns,
-        "What single units respond to, shown only inside their receptive field.",
-    ),
-    "grad-cam": (
-        _sec_grad_cam,
-        "Where the evidence for the class lies, projected exactly through "
-        "the receptive fields, beside the usual bilinear resize.",
-    ),
-    "signed-cam": (_sec_signed_cam, "Evidence for one class against another, on one scale."),
-    "gradients": (_sec_gradients, "Pixel-level attributions from input gradients."),
-    "inversion": (_sec_inversion, "Images reconstructed from the features of three depths."),
-    "adversarial": (_sec_adversarial, "A small perturbation along the gradient's sign."),
-    "localization": (_sec_localization, "How well each method's map points at the object."),
-}
+class SectionSpec(NamedTuple):
+    """One section of the report: its HTML id, its title and the function that fills it."""
+
+    id: str
+    title: str
+    build: Callable[[_Context, Section], None]
+
+    @property
+    def intro(self) -> str:
+        """The line under the title: the docstring of ``build``."""
+        return " ".join((self.build.__doc__ or "").split())
+
+
+# The report's sections, in page order. A new section is a function (its docstring is the
+# section's intro) plus one line here.
+SECTIONS = (
+    SectionSpec("predictions", "Predictions", _sec_predictions),
+    SectionSpec("layers", "Layers and receptive fields", _sec_layers),
+    SectionSpec("feature-maps", "Feature maps", _sec_feature_maps),
+    SectionSpec("filters", "Filter weights", _sec_filters),
+    SectionSpec("filter-patterns", "Filter patterns", _sec_filter_patterns),
+    SectionSpec("neuron-patterns", "Neuron patterns", _sec_neuron_patterns),
+    SectionSpec("grad-cam", "Grad-CAM and Grad-CAM++", _sec_grad_cam),
+    SectionSpec("signed-cam", "Signed CAMs of two classes", _sec_signed_cam),
+    SectionSpec("gradients", "Saliency, SmoothGrad and integrated gradients", _sec_gradients),
+    SectionSpec("inversion", "Feature inversion", _sec_inversion),
+    SectionSpec("adversarial", "Adversarial example (FGSM)", _sec_adversarial),
+    SectionSpec("localization", "Localization on ground-truth masks", _sec_localization),
+)
 
 
 def analyze(
@@ -1073,16 +655,31 @@ def analyze(
 ) -> Report:
     """Adds every section of :data:`SECTIONS` to ``report``; the first subject is the main one.
 
-    Sections about one model (feature maps, filters, optimization, inversion, FGSM) use the first
-    subject; predictions, layers, Grad-CAM and localization cover every subject.
+    Every subject is prepared first (:func:`prepare`: one forward pass, the targets and the CAM
+    layer), then each section reads them. Sections about one model (feature maps, filters,
+    optimization, inversion, FGSM) use the first subject; predictions, layers, Grad-CAM and
+    localization cover every subject.
+
+    Args:
+        report: the page to fill.
+        subjects: the models and their images.
+        settings: sizes and step counts (:meth:`Settings.fast` for tests).
+        layer: the first subject's CAM layer; None for its last convolution.
+        target: the class explained in every image; None for each image's prediction.
+        progress: called with one line per finished section.
+
+    Raises:
+        ValueError: ``layer`` is not a layer of the first model.
     """
-    ctx = _Context(report, list(subjects), settings, layer, target)
-    for k, (sid, title) in enumerate(SECTIONS, start=1):
-        function, intro = _SECTION_FUNCTIONS[sid]
+    prepared = [
+        prepare(s, layer=layer if k == 0 else None, target=target) for k, s in enumerate(subjects)
+    ]
+    ctx = _Context(prepared, settings)
+    for k, spec in enumerate(SECTIONS, start=1):
         start = time.perf_counter()
-        function(ctx, report.section(sid, title, intro))
+        spec.build(ctx, report.section(spec.id, spec.title, spec.intro))
         if progress is not None:
-            progress(f"[{k:2d}/{len(SECTIONS)}] {title}: {time.perf_counter() - start:.1f} s")
+            progress(f"[{k:2d}/{len(SECTIONS)}] {spec.title}: {time.perf_counter() - start:.1f} s")
     return report
 
 
@@ -1099,58 +696,4 @@ def build_report(
     """Writes the report of one model on its images into ``out``; returns the HTML path."""
     report = Report(out, title, f"{subject.name}: {len(subject.inputs)} images")
     analyze(report, [subject], settings, layer=layer, target=target, progress=progress)
-    return report.write()
-
-
-def _two_object_image(images: np.ndarray, labels: np.ndarray, masks: np.ndarray):
-    """Pastes the object of one image into another with a different class, without overlap."""
-    grown = masks.copy()
-    for axis in (1, 2):  # dilate by 4 px so the objects do not touch
-        for shift in range(1, 5):
-            grown |= np.roll(masks, shift, axis) | np.roll(masks, -shift, axis)
-    for i in range(len(images)):
-        for j in range(len(images)):
-            if labels[i] != labels[j] and not np.any(grown[i] & grown[j]):
-                image = np.where(masks[j][..., None], images[j], images[i])
-                return image, (int(labels[i]), int(labels[j]))
-    return None
-
-
-def build_demo_report(
-    out: str | Path,
-    models: Sequence[Any],
-    *,
-    settings: Settings,
-    progress: Callable[[str], None] | None = None,
-) -> Path:
-    """The demo: both demo models on held-out synthetic shapes, with localization scores."""
-    from kerasviz.datasets import CLASS_NAMES, shapes
-
-    size = int(models[0].inputs[0].shape[1])
-    n = max(settings.localization, settings.show)
-    images, labels, masks = shapes(n, size=size, seed=DEMO_SEED)
-    space = InputSpace.identity(3)
-    pair = _two_object_image(images, labels, masks)
-    subjects = [
-        Subject(
-            name=model.name,
-            model=model,
-            inputs=images,
-            display=images,
-            names=[f"#{i} {CLASS_NAMES[c]}" for i, c in enumerate(labels)],
-            space=space,
-            class_names=CLASS_NAMES,
-            labels=labels,
-            masks=masks,
-            pair=(pair[0], pair[0], pair[1]) if pair is not None else None,
-        )
-        for model in models
-    ]
-    report = Report(
-        out,
-        "kerasviz demo",
-        f"{' and '.join(m.name for m in models)} on {n} held-out synthetic shapes images "
-        f"({size}x{size}) with ground-truth masks.",
-    )
-    analyze(report, subjects, settings, progress=progress)
     return report.write()
