@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasviz._graph import check_graph_model, model_inputs
+from kerasviz._graph import check_graph_model, is_graph_model, model_inputs
 
 
 @dataclass
@@ -35,11 +35,36 @@ class Batch:
         return value[0]
 
 
-def _from_dataset(dataset: tf.data.Dataset):
+_WHAT_TO_PASS = (
+    "a numpy array or tf.Tensor of images (n, ...) or one image, a list of same-shape images "
+    "(stacked), a tf.data.Dataset of images or (images, labels) batched or not, or, for a "
+    "model with several inputs, a list or dict with one array per input"
+)
+
+
+def _features(element):
+    """The model inputs of a dataset element: ``x`` of ``x``, ``(x,)``, ``(x, y)``, ``(x, y, w)``."""
+    if isinstance(element, tuple):
+        return element[0]
+    return element
+
+
+def _from_dataset(dataset: tf.data.Dataset, ranks: list[int] | None):
+    """Reads a dataset into numpy, batched or unbatched, with or without labels.
+
+    An element whose rank is one less than the model input's is one image (an unbatched
+    dataset); for a model without known inputs, a leading ``None`` axis marks a batch.
+    """
+    spec = keras.tree.flatten(_features(dataset.element_spec))
+    if ranks is not None and len(spec) == len(ranks):
+        unbatched = all(s.shape.rank == r - 1 for s, r in zip(spec, ranks, strict=True))
+    else:
+        unbatched = not (spec and spec[0].shape.rank and spec[0].shape[0] is None)
+    if unbatched:
+        dataset = dataset.batch(256)
     parts = []
     for element in dataset:
-        x = element[0] if isinstance(element, tuple) else element
-        parts.append(keras.tree.map_structure(np.asarray, x))
+        parts.append(keras.tree.map_structure(np.asarray, _features(element)))
     if not parts:
         raise ValueError(
             "Expected `inputs` to hold at least one image. Received: an empty dataset."
@@ -47,17 +72,62 @@ def _from_dataset(dataset: tf.data.Dataset):
     return keras.tree.map_structure(lambda *xs: np.concatenate(xs, axis=0), *parts)
 
 
+def _stack_images(items: Sequence[Any], rank: int, argname: str):
+    """A list for a one-input model: one batch array, or a list of images to stack."""
+    arrays = [np.asarray(x) for x in items]
+    if len(arrays) == 1 and arrays[0].ndim == rank:
+        return arrays[0]
+    if arrays and all(a.ndim == rank - 1 for a in arrays):
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"Expected `{argname}` to be a list of images of one shape, to stack into a "
+                f"batch. Received: images of shapes {sorted(shapes)}. Resize them first."
+            )
+        return np.stack(arrays)
+    raise ValueError(
+        f"Expected `{argname}` to be {_WHAT_TO_PASS}. Received: a list of "
+        f"{len(arrays)} arrays of shapes {[a.shape for a in arrays]} for a model with one "
+        f"input of rank {rank}."
+    )
+
+
+def _opaque_batch(model: keras.Model, inputs: Any, argname: str) -> Batch:
+    """Inputs of a subclassed model, whose input shapes are unknown: always a batch."""
+    if isinstance(inputs, tf.data.Dataset):
+        inputs = _from_dataset(inputs, None)
+    if isinstance(inputs, list | tuple):
+        inputs = np.stack([np.asarray(x) for x in inputs])
+    array = np.asarray(inputs)
+    if array.ndim < 2:
+        raise ValueError(
+            f"Expected `{argname}` to be a batch (n, ...) for the subclassed model "
+            f"{model.name!r}. Received: shape {array.shape}."
+        )
+    array, _ = _check_one(array, (None,) * array.ndim, argname)
+    return Batch([array], single=False)
+
+
 def as_batch(model: keras.Model, inputs: Any, argname: str = "inputs") -> Batch:
     """Checks ``inputs`` against the model's input specs and returns a float32 :class:`Batch`.
 
-    Accepts numpy arrays, tf.Tensors, a tf.data.Dataset of ``x`` or ``(x, y)`` elements, and a
-    list or dict for models with several inputs. A single image without a batch axis is
-    accepted; :meth:`Batch.squeeze` removes the axis from results again.
+    Accepts numpy arrays (uint8 included, as 0..255 values), tf.Tensors, a list of same-shape
+    images (stacked), a tf.data.Dataset of ``x``, ``(x, y)`` or ``(x, y, w)`` elements, batched
+    or not, and a list or dict for models with several inputs. A single image without a batch
+    axis is accepted; :meth:`Batch.squeeze` removes the axis from results again. A subclassed
+    model's inputs are always a batch.
+
+    Raises:
+        ValueError: naming ``argname``, for any other structure, a wrong rank, size or channel
+            count, non-numeric, empty or non-finite inputs.
     """
+    if not is_graph_model(model):
+        return _opaque_batch(model, inputs, argname)
     check_graph_model(model)
     specs = model_inputs(model)
+    ranks = [len(s.shape) for s in specs]
     if isinstance(inputs, tf.data.Dataset):
-        inputs = _from_dataset(inputs)
+        inputs = _from_dataset(inputs, ranks)
     if isinstance(inputs, dict):
         names = [getattr(s, "name", None) for s in specs]
         missing = [n for n in names if n not in inputs]
@@ -66,7 +136,9 @@ def as_batch(model: keras.Model, inputs: Any, argname: str = "inputs") -> Batch:
                 f"Expected `{argname}` to have the keys {names}. Received keys {list(inputs)}."
             )
         inputs = [inputs[n] for n in names]
-    if len(specs) == 1 and not isinstance(inputs, list | tuple):
+    if len(specs) == 1:
+        if isinstance(inputs, list | tuple):
+            inputs = _stack_images(inputs, ranks[0], argname)
         inputs = [inputs]
     if not isinstance(inputs, list | tuple) or len(inputs) != len(specs):
         got = len(inputs) if isinstance(inputs, list | tuple) else 1
@@ -89,7 +161,16 @@ def as_batch(model: keras.Model, inputs: Any, argname: str = "inputs") -> Batch:
 
 
 def _check_one(x: Any, shape: tuple, name: str) -> tuple[np.ndarray, bool]:
-    array = np.asarray(x)
+    if isinstance(x, str | bytes | dict) or x is None:
+        raise ValueError(f"Expected `{name}` to be {_WHAT_TO_PASS}. Received: {type(x).__name__}.")
+    try:
+        array = np.asarray(x)
+    except ValueError:
+        raise ValueError(
+            f"Expected `{name}` to be {_WHAT_TO_PASS}. Received: a ragged {type(x).__name__}."
+        ) from None
+    if array.dtype == object:
+        raise ValueError(f"Expected `{name}` to be {_WHAT_TO_PASS}. Received: {type(x).__name__}.")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ValueError(
             f"Expected `{name}` to be numeric. Received: an array of dtype {array.dtype}."

@@ -11,13 +11,21 @@ from kerasviz._graph import check_graph_model, is_graph_model, iter_layers
 
 LayerSpec = str | int | keras.layers.Layer
 
-_CONV_TYPES = (
+#: The one list of Keras convolution types (subclasses included by ``isinstance``).
+SEPARABLE_TYPES = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+DEPTHWISE_TYPES = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+TRANSPOSE_TYPES = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+CONV_TYPES = (
     keras.layers.Conv1D,
     keras.layers.Conv2D,
     keras.layers.Conv3D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv2D,
-    keras.layers.Conv2DTranspose,
+    *SEPARABLE_TYPES,
+    *DEPTHWISE_TYPES,
+    *TRANSPOSE_TYPES,
 )
 
 
@@ -67,7 +75,9 @@ def resolve_layer(model: keras.Model, layer: LayerSpec, argname: str = "layer") 
             f"Expected `{argname}` to name one layer. Received: {argname}={layer!r}, which is "
             f"ambiguous between {[p for p, _ in matches]}. Use the 'outer/inner' path form."
         )
-    names = [p for p, _ in entries] + [p.rsplit("/", 1)[-1] for p, _ in entries]
+    names = list(
+        dict.fromkeys([p for p, _ in entries] + [p.rsplit("/", 1)[-1] for p, _ in entries])
+    )
     close = difflib.get_close_matches(layer, names, n=5, cutoff=0.4)
     hint = f" Closest valid names: {close}." if close else ""
     raise ValueError(
@@ -115,27 +125,44 @@ def spatial_layers(model: keras.Model) -> list[tuple[str, Any]]:
 
 
 def is_conv(layer: Any) -> bool:
-    """Any convolution, including custom subclasses of Keras' convolution layers."""
-    return isinstance(layer, _CONV_TYPES)
+    """Any convolution: Keras' own and their subclasses, or a custom layer with a kernel.
+
+    A custom layer counts when it holds a weight named ``kernel`` (or an attribute ``kernel``)
+    of rank 3 or more, as convolution kernels have; its output must still be spatial to be
+    used as a CAM layer.
+    """
+    if isinstance(layer, CONV_TYPES):
+        return True
+    if isinstance(layer, keras.layers.Dense) or is_graph_model(layer):
+        return False
+    kernel = getattr(layer, "kernel", None)
+    if kernel is None:
+        kernels = [w for w in layer.weights if w.path.rsplit("/", 1)[-1].startswith("kernel")]
+        kernel = kernels[0] if kernels else None
+    return kernel is not None and len(kernel.shape) >= 3
 
 
 def default_cam_layer(model: keras.Model) -> tuple[str, Any]:
-    """The last convolution whose spatial output is larger than 1x1, nested models included.
+    """The last convolution whose spatial output is larger than 1, nested models included.
 
-    A 1x1 convolution producing logits on a 1x1 map (MobileNetV3's head) is never chosen.
+    Works for 1D, 2D and 3D convolutions, and for custom layers with a kernel
+    (:func:`is_conv`). A 1x1 convolution producing logits on a 1x1 map (MobileNetV3's head) is
+    never chosen.
+
+    Raises:
+        ValueError: when the model has no such layer; the message says to pass ``layer=``.
     """
     check_graph_model(model)
     best = None
     for path, layer in iter_layers(model):
-        if is_graph_model(layer) or not is_conv(layer):
+        if is_graph_model(layer) or not is_conv(layer) or not has_spatial_output(layer):
             continue
-        shape = output_shape(layer)
-        spatial = shape[1:-1]
-        if len(shape) == 4 and any(s is None or s > 1 for s in spatial):
+        spatial = output_shape(layer)[1:-1]
+        if any(s is None or s > 1 for s in spatial):
             best = (path, layer)
     if best is None:
         raise ValueError(
-            f"Expected `model` to contain a convolution with a spatial output larger than 1x1 "
+            f"Expected `model` to contain a convolution with a spatial output larger than 1 "
             f"for a class activation map. Received: model={model.name!r} without one. "
             "Pass `layer=` explicitly."
         )

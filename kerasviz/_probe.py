@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,7 +13,14 @@ import tensorflow as tf
 from keras import ops
 
 from kerasviz._graph import check_graph_model, is_graph_model, model_inputs, run_graph
-from kerasviz._layers import LayerSpec, resolve_layer
+from kerasviz._layers import (
+    CONV_TYPES,
+    DEPTHWISE_TYPES,
+    SEPARABLE_TYPES,
+    TRANSPOSE_TYPES,
+    LayerSpec,
+    resolve_layer,
+)
 
 _SQUASHING = {"softmax", "sigmoid"}
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -28,6 +36,11 @@ def note_trace(name: str) -> None:
 
 def _squashing(activation: Any) -> bool:
     return getattr(activation, "__name__", None) in _SQUASHING
+
+
+def _is_sigmoid(layer: Any) -> bool:
+    """True for an output layer whose activation is a sigmoid (a separate layer or not)."""
+    return getattr(getattr(layer, "activation", None), "__name__", None) == "sigmoid"
 
 
 def _head_layer(model: keras.Model, output_index: int):
@@ -52,7 +65,7 @@ def pre_activation(layer: Any, x: Any):
         return x
     if not _squashing(getattr(layer, "activation", None)):
         return None
-    if isinstance(layer, (keras.layers.Dense, *_CONV)):
+    if isinstance(layer, (keras.layers.Dense, *CONV_TYPES)):
         return linear_part(layer, x)
     raise ValueError(
         f"Expected the model's output layer to be a Dense or Conv layer, or a separate "
@@ -62,56 +75,74 @@ def pre_activation(layer: Any, x: Any):
     )
 
 
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-_TRANSPOSE = (
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_PLAIN_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def _cast(layer: Any, value: Any):
+    """A variable or tensor in the layer's compute dtype (mixed precision computes in float16)."""
+    return ops.cast(value, layer.compute_dtype)
+
+
+class RuntimeLayer(keras.layers.Layer):
+    """Runs ``fn`` on the real tensors each time a view is called.
+
+    Views are built from symbolic tensors; an op on a variable written there directly (a
+    cast, say) would run once, at build time, and freeze the variable's value into the view.
+    Inside this layer it runs at call time, so the view keeps reading the current weights.
+    """
+
+    def __init__(self, fn: Callable, **kwargs):
+        super().__init__(autocast=False, **kwargs)
+        self._fn = fn
+
+    def call(self, x):
+        return self._fn(x)
 
 
 def linear_part(layer: Any, x: Any):
     """A Dense or convolution layer's output before its activation, from its own variables."""
+    if isinstance(x, keras.KerasTensor):
+        return RuntimeLayer(lambda t: linear_part(layer, t))(x)
     if getattr(layer, "quantization_mode", None):
         raise ValueError(
             f"Expected layers whose activation kerasviz bypasses to be float layers. "
             f"Received: layer {layer.name!r} quantized as {layer.quantization_mode!r}."
         )
+    # Keras casts inputs and variables to the compute dtype inside `layer.call`; so do we.
+    x = _cast(layer, x)
     if isinstance(layer, keras.layers.Dense):
-        y = ops.matmul(x, layer.kernel)
-    elif isinstance(layer, _SEPARABLE):
+        y = ops.matmul(x, _cast(layer, layer.kernel))
+    elif isinstance(layer, SEPARABLE_TYPES):
         y = ops.separable_conv(
             x,
-            layer.depthwise_kernel,
-            layer.pointwise_kernel,
+            _cast(layer, layer.depthwise_kernel),
+            _cast(layer, layer.pointwise_kernel),
             strides=layer.strides,
             padding=layer.padding,
             dilation_rate=layer.dilation_rate,
             data_format=layer.data_format,
         )
-    elif isinstance(layer, _DEPTHWISE):
+    elif isinstance(layer, DEPTHWISE_TYPES):
         y = ops.depthwise_conv(
             x,
-            layer.kernel,
+            _cast(layer, layer.kernel),
             strides=layer.strides,
             padding=layer.padding,
             dilation_rate=layer.dilation_rate,
             data_format=layer.data_format,
         )
-    elif isinstance(layer, _TRANSPOSE):
+    elif isinstance(layer, TRANSPOSE_TYPES):
         y = ops.conv_transpose(
             x,
-            layer.kernel,
+            _cast(layer, layer.kernel),
             strides=list(layer.strides),
             padding=layer.padding,
             output_padding=layer.output_padding,
             dilation_rate=layer.dilation_rate,
             data_format=layer.data_format,
         )
-    elif isinstance(layer, _CONV) and layer.padding != "causal":
-        y = layer.convolution_op(x, layer.kernel)
+    elif isinstance(layer, _PLAIN_CONV) and layer.padding != "causal":
+        y = layer.convolution_op(x, _cast(layer, layer.kernel))
     else:
         raise ValueError(
             "Expected a layer whose activation kerasviz bypasses to be a Dense or convolution "
@@ -120,10 +151,11 @@ def linear_part(layer: Any, x: Any):
         )
     if getattr(layer, "bias", None) is None:
         return y
+    bias = _cast(layer, layer.bias)
     if getattr(layer, "data_format", "channels_last") == "channels_first":
         shape = (1, -1) + (1,) * (len(y.shape) - 2)
-        return y + ops.reshape(layer.bias, shape)
-    return y + layer.bias
+        return y + ops.reshape(bias, shape)
+    return y + bias
 
 
 def _before_relu(layer: Any, x: Any):
@@ -135,7 +167,9 @@ def _before_relu(layer: Any, x: Any):
         return None
     if isinstance(layer, keras.layers.Activation):
         return x
-    if isinstance(layer, (keras.layers.Dense, *_CONV, *_SEPARABLE, *_DEPTHWISE)):
+    if isinstance(layer, (keras.layers.Dense, *CONV_TYPES)) and not isinstance(
+        layer, TRANSPOSE_TYPES
+    ):
         return linear_part(layer, x)
     return None
 
@@ -160,6 +194,16 @@ def _output_index(model: keras.Model, output: int | str | None) -> int:
     return output % len(names)
 
 
+#: Compiled steps kept per probe; the least recently used one is dropped beyond this.
+MAX_STEPS = 32
+
+_SUPPORTED = (
+    "Sequential and functional Keras models (nested ones included) support every function; "
+    "subclassed models support only the methods that need just `model(x)`: saliency, "
+    "smoothgrad, integrated_gradients, occlusion, fgsm and pgd"
+)
+
+
 class Probe:
     """A read-only view of ``model``: the chosen layers' outputs plus the logits, in one pass.
 
@@ -171,11 +215,17 @@ class Probe:
     ``Activation("relu")`` or ``activation="relu"``) gives its value before the ReLU, as input
     optimization wants: a unit that is off still has a gradient there.
 
+    A subclassed model (its layer graph hidden in ``call``) gets a probe without layers: the
+    view is the model itself and ``logits`` are its output as is.
+
     Attributes:
         view: the ``keras.Model`` returning ``[*layer_outputs, logits]`` (logits last, when
             requested).
         paths: the resolved layer paths, in the order of ``layers``.
-        num_classes: the size of the logits' last axis.
+        num_classes: the size of the logits' last axis (None until known for a subclassed
+            model; see :meth:`logits_size`).
+        sigmoid: the bypassed head was a sigmoid (probabilities are per-class sigmoids).
+        graph: False for a subclassed model.
     """
 
     def __init__(
@@ -186,9 +236,14 @@ class Probe:
         logits: bool = True,
         pre_relu: bool = False,
     ):
-        check_graph_model(model)
         # A weak reference: the cache holds probes, and must not keep the user's model alive.
         self._model = weakref.ref(model)
+        self._steps: OrderedDict[Any, Any] = OrderedDict()
+        self.graph = is_graph_model(model)
+        if not self.graph:
+            self._init_opaque(model, layers, output, logits)
+            return
+        check_graph_model(model)
         resolved = [resolve_layer(model, layer) for layer in layers]
         self.paths = [path for path, _ in resolved]
         self.layers = [layer for _, layer in resolved]
@@ -212,8 +267,20 @@ class Probe:
                     return layer(*args)
             return layer(*args, **kwargs)
 
+        calls: collections.Counter = collections.Counter()
+
         def visit(layer, path, outputs):
-            if id(layer) in wanted and id(layer) not in captured:
+            if id(layer) not in wanted:
+                return
+            calls[id(layer)] += 1
+            if calls[id(layer)] > 1:
+                raise ValueError(
+                    f"Expected `layer` to be called once in the model, so that its output is "
+                    f"one tensor. Received: layer {path!r}, which the model calls on several "
+                    "inputs (a shared layer). Pick a layer that is not shared, for example one "
+                    "just before or after it on the branch you want to see."
+                )
+            if id(layer) not in captured:
                 captured[id(layer)] = outputs
 
         outputs = run_graph(model, model_inputs(model), call, visit=visit)
@@ -227,29 +294,111 @@ class Probe:
             name=f"kerasviz_probe_{model.name}",
         )
         self.num_classes = outputs[self.output_index].shape[-1] if logits else None
-        self._functions: dict[Any, Callable] = {}
+        self.sigmoid = logits and _is_sigmoid(head)
+
+    def _init_opaque(self, model, layers, output, logits) -> None:
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                f"Expected `model` to be a keras.Model. Received: {type(model).__name__}."
+            )
+        if layers or not logits:
+            raise ValueError(
+                f"Expected `model` to be a Sequential or functional model for a method that "
+                f"reads inner layers. Received: a subclassed model of type "
+                f"{type(model).__name__}, whose `call` hides its layer graph. {_SUPPORTED}."
+            )
+        if output is not None and (isinstance(output, bool) or not isinstance(output, int)):
+            raise ValueError(
+                "Expected `output` to be None or an index into the outputs of a subclassed "
+                f"model. Received: output={output!r}."
+            )
+        self.paths, self.layers, self.with_logits = [], [], True
+        self.output_index, self.bypassed, self.num_classes = output, None, None
+        self.sigmoid = False
+
+        def view(inputs, training=False):
+            out = keras.tree.flatten(model(inputs, training=training))
+            if self.output_index is None and len(out) > 1:
+                raise ValueError(
+                    f"Expected `output` to select one of the model's {len(out)} outputs. "
+                    "Received: output=None."
+                )
+            return [out[self.output_index or 0]]
+
+        self.view = view
 
     @property
     def model(self) -> keras.Model:
         return self._model()
 
-    def __call__(self, inputs: Sequence[Any]) -> tuple[list, Any]:
-        """Runs the view; returns ``(layer_outputs, logits)`` (logits None when not requested)."""
+    def logits_size(self, inputs: Sequence[Any]) -> int | None:
+        """The logits' last-axis size; a subclassed model is run once on one image to learn it."""
+        if self.num_classes is None and not self.graph:
+            _, logits = self([x[:1] for x in inputs])
+            self.num_classes = int(logits.shape[-1]) if logits.shape.rank > 1 else 1
+        return self.num_classes
+
+    def raw(self, inputs: Sequence[Any]) -> tuple[list, Any]:
+        """Runs the view; ``(layer_outputs, logits)`` in the layers' own dtypes.
+
+        Differentiate with respect to these tensors, never a cast copy: under mixed precision
+        the float32 copy of a float16 activation is not on the path to the logits, and its
+        gradient is zero.
+        """
         inputs = list(inputs)
         out = self.view(inputs if len(inputs) > 1 else inputs[0], training=False)
         if not isinstance(out, list | tuple):
             out = [out]
-        out = [tf.cast(o, tf.float32) for o in out]
+        out = list(out)
         if self.with_logits:
-            return out[:-1], out[-1]
+            return out[:-1], tf.cast(out[-1], tf.float32)
         return out, None
 
+    def __call__(self, inputs: Sequence[Any]) -> tuple[list, Any]:
+        """Runs the view; ``(layer_outputs, logits)`` as float32 (logits None when not requested).
+
+        Gradients with respect to the input pass through the casts; for gradients with
+        respect to the layer outputs use :meth:`raw`.
+        """
+        outputs, logits = self.raw(inputs)
+        return [tf.cast(o, tf.float32) for o in outputs], logits
+
+    def cached(self, factory: Callable, *static: Any) -> Any:
+        """``factory(self, *static)``, built once per ``(factory, *static)`` and kept in a bounded
+        least-recently-used cache (:data:`MAX_STEPS` entries). ``static`` must be hashable."""
+        key = (factory, *static)
+        value = self._steps.get(key)
+        if value is None:
+            value = self._steps[key] = factory(self, *static)
+            while len(self._steps) > MAX_STEPS:
+                self._steps.popitem(last=False)
+        else:
+            self._steps.move_to_end(key)
+        return value
+
     def function(self, key: Any, factory: Callable[[Probe], Callable]) -> Callable:
-        """A compiled function built once per key by ``factory(probe)`` and kept with the view."""
-        fn = self._functions.get(key)
-        if fn is None:
-            fn = self._functions[key] = factory(self)
-        return fn
+        """Transitional: ``factory(probe)`` cached under a hand-written key (optimize only)."""
+        value = self._steps.get(("function", key))
+        if value is None:
+            value = self._steps[("function", key)] = factory(self)
+        return value
+
+    def step(self, body: Callable, *static: Any) -> Callable:
+        """The compiled ``body(probe, *static, *tensors)``, cached by ``(body, *static)``.
+
+        ``body`` is a module-level function; ``static`` holds its Python-level settings (a
+        :class:`~kerasviz._targets.ScoreRule`, a weighting function, sizes). Tensors passed to
+        the returned function may change freely without retracing.
+        """
+        return self.cached(_compile_step, body, *static)
+
+
+def _compile_step(probe: Probe, body: Callable, *static: Any) -> Callable:
+    def step(*tensors):
+        note_trace(body.__name__.lstrip("_"))
+        return body(probe, *static, *tensors)
+
+    return compiled(step)
 
 
 def get_probe(
@@ -260,8 +409,14 @@ def get_probe(
     pre_relu: bool = False,
 ) -> Probe:
     """The cached :class:`Probe` for ``model`` and this layer set (built on first use)."""
-    check_graph_model(model)
-    key = (tuple(resolve_layer(model, layer)[0] for layer in layers), output, logits, pre_relu)
+    if is_graph_model(model):
+        check_graph_model(model)
+        paths = tuple(resolve_layer(model, layer)[0] for layer in layers)
+    else:
+        paths = tuple(layers)
+        if paths or not logits:
+            return Probe(model, layers, output=output, logits=logits)  # raises a clear error
+    key = (paths, output, logits, pre_relu)
     per_model = _CACHE.setdefault(model, {})
     probe = per_model.get(key)
     if probe is None:

@@ -10,18 +10,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasviz._checks import integer
 from kerasviz._inputs import as_batch, run_chunked
 from kerasviz._layers import LayerSpec, require_spatial, resolve_layer, spatial_layers
-from kerasviz._probe import compiled, get_probe, note_trace
+from kerasviz._probe import Probe, get_probe
 
 
-def _forward_factory(probe):
-    def forward(inputs):
-        note_trace("feature_maps")
-        outputs, _ = probe(inputs)
-        return outputs
-
-    return compiled(forward)
+def _feature_maps(probe: Probe, inputs):
+    outputs, _ = probe(inputs)
+    return outputs
 
 
 def feature_maps(
@@ -58,7 +55,7 @@ def feature_maps(
         require_spatial(path, layer, "layers")
     batch = as_batch(model, inputs)
     probe = get_probe(model, specs, logits=False)
-    fn = probe.function("feature_maps", _forward_factory)
+    fn = probe.step(_feature_maps)
     outputs = run_chunked(fn, batch.arrays, batch_size)
     return batch.squeeze(dict(zip(probe.paths, outputs, strict=True)))
 
@@ -128,10 +125,7 @@ def top_channels(
     path, obj = resolve_layer(model, layer)
     require_spatial(path, obj)
     channels = obj.output.shape[-1]
-    if not isinstance(k, int) or not 1 <= k <= channels:
-        raise ValueError(
-            f"Expected `k` to be an int in [1, {channels}] for layer {path!r}. Received: {k!r}."
-        )
+    k = integer(k, "k", minimum=1, maximum=channels)
     maps = feature_maps(model, inputs, [path], batch_size=batch_size)[path]
     maps = maps[None] if maps.ndim == len(obj.output.shape) - 1 else maps
     means = maps.reshape(maps.shape[0], -1, channels).mean(axis=1)
@@ -147,10 +141,22 @@ def top_channels(
 
 
 def layer_statistics(
-    model: keras.Model, inputs: Any, layers: Sequence[LayerSpec] | None = None
+    model: keras.Model,
+    inputs: Any,
+    layers: Sequence[LayerSpec] | None = None,
+    *,
+    batch_size: int | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Mean, std, max and the share of zero activations (dead units) of each layer's output."""
-    maps = feature_maps(model, inputs, layers)
+    """Mean, std, max and the share of zero activations (dead units) of each layer's output.
+
+    Args:
+        layers: as in :func:`feature_maps`; None for every layer with a spatial output.
+        batch_size: rows per forward pass; None for the whole batch at once.
+
+    Returns:
+        ``{layer_path: {"mean", "std", "max", "zero_fraction"}}`` of Python floats.
+    """
+    maps = feature_maps(model, inputs, layers, batch_size=batch_size)
     stats = {}
     for path, value in maps.items():
         value = tf.convert_to_tensor(value)

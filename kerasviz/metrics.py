@@ -21,10 +21,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasviz._engine import fix_predictions, setup
+from kerasviz._gaussian import gaussian_blur
 from kerasviz._graph import is_graph_model, iter_layers
-from kerasviz._inputs import as_batch, chunk_slices, run_chunked
-from kerasviz._probe import _head_layer, compiled, get_probe, note_trace
-from kerasviz._targets import ARGMAX, Targets, callable_key, select_scores, target_indices
+from kerasviz._inputs import chunk_slices
+from kerasviz._probe import Probe
+from kerasviz._targets import ScoreRule, Targets
 
 
 def _image_pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -299,31 +301,13 @@ def iou_at(maps: Any, masks: Any, quantile: float) -> np.ndarray | float:
 # ---------------------------------------------------------------- deletion / insertion
 
 
-def _gaussian_blur(images: np.ndarray, sigma: float = 5.0, radius: int = 5) -> np.ndarray:
-    """Per-channel Gaussian blur with symmetric borders (RISE's insertion substrate)."""
-    h, w = images.shape[1:3]
-    radius = int(min(radius, h, w))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    g = np.exp(-(x**2) / (2 * sigma**2))
-    g = (g / g.sum()).astype(np.float32)
-    channels = images.shape[-1]
-    t = tf.pad(
-        tf.constant(images), [[0, 0], [radius, radius], [radius, radius], [0, 0]], "SYMMETRIC"
-    )
-    rows = np.tile(g[:, None, None, None], (1, 1, channels, 1))
-    cols = np.tile(g[None, :, None, None], (1, 1, channels, 1))
-    t = tf.nn.depthwise_conv2d(t, rows, [1, 1, 1, 1], "VALID")
-    t = tf.nn.depthwise_conv2d(t, cols, [1, 1, 1, 1], "VALID")
-    return t.numpy()
-
-
 def _baselines(baseline: Any, images: np.ndarray) -> np.ndarray:
     if isinstance(baseline, str):
         if baseline != "blur":
             raise ValueError(
                 f'Expected `baseline` to be a number, an array or "blur". Received: {baseline!r}.'
             )
-        return _gaussian_blur(images)
+        return gaussian_blur(images, sigma=5.0, radius=5).numpy()
     array = np.asarray(baseline, dtype=np.float32)
     try:
         out = np.broadcast_to(array, images.shape)
@@ -337,49 +321,17 @@ def _baselines(baseline: Any, images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _squashing(probe) -> str:
-    """How the model turns logits into probabilities: "sigmoid" or "softmax"."""
-    head = _head_layer(probe.model, probe.output_index)
-    activation = getattr(head, "activation", None)
-    if getattr(activation, "__name__", None) == "sigmoid" or probe.num_classes == 1:
-        return "sigmoid"
-    return "softmax"
-
-
-def _class_scores(logits, classes, squash: str, targets: Targets):
-    if callable(targets):
-        return select_scores(logits, classes, targets)
-    flat = tf.reshape(logits, [tf.shape(logits)[0], -1])
-    probs = tf.sigmoid(flat) if squash == "sigmoid" else tf.nn.softmax(flat, axis=-1)
-    return tf.gather(probs, classes, batch_dims=1)
-
-
-def _predict_factory(probe):
-    def predict(inputs):
-        note_trace("metrics_predict")
-        _, logits = probe(inputs)
-        flat = tf.reshape(logits, [tf.shape(logits)[0], -1])
-        return tf.argmax(flat, axis=-1, output_type=tf.int32)
-
-    return compiled(predict)
-
-
-def _perturbation_factory(mode: str, squash: str, targets: Targets):
-    def factory(probe):
-        def score(images, baselines, ranks, image_index, counts, classes):
-            note_trace("perturbation_scores")
-            x = tf.gather(images, image_index)
-            b = tf.gather(baselines, image_index)
-            # The first `count` pixels in the map's order are removed (deletion) or present
-            # (insertion); a pixel is all channels at one position.
-            chosen = (tf.gather(ranks, image_index) < counts[:, None, None])[..., None]
-            x = tf.where(chosen, b, x) if mode == "deletion" else tf.where(chosen, x, b)
-            _, logits = probe([x])
-            return _class_scores(logits, classes, squash, targets)
-
-        return compiled(score)
-
-    return factory
+def _perturbation_scores(
+    probe: Probe, rule: ScoreRule, mode: str, images, baselines, ranks, image_index, counts, classes
+):
+    x = tf.gather(images, image_index)
+    b = tf.gather(baselines, image_index)
+    # The first `count` pixels in the map's order are removed (deletion) or present
+    # (insertion); a pixel is all channels at one position.
+    chosen = (tf.gather(ranks, image_index) < counts[:, None, None])[..., None]
+    x = tf.where(chosen, b, x) if mode == "deletion" else tf.where(chosen, x, b)
+    _, logits = probe([x])
+    return rule.probabilities(logits, classes)
 
 
 def _perturbation_curves(
@@ -396,7 +348,7 @@ def _perturbation_curves(
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
         raise ValueError(f"Expected `steps` to be a positive int. Received: {steps!r}.")
     steps = int(steps)
-    batch = as_batch(model, inputs)
+    batch, probe, target = setup(model, inputs, targets, output=output)
     if len(batch.arrays) != 1 or batch.arrays[0].ndim != 4:
         raise ValueError(
             f"Expected `model` to have one image input (batch, h, w, c) for {mode}. Received: "
@@ -411,15 +363,8 @@ def _perturbation_curves(
             f"shape {maps.shape}."
         )
     baselines = _baselines(baseline, images)
-    probe = get_probe(model, output=output)
-    squash = _squashing(probe)
-    classes = target_indices(
-        None if callable(targets) else targets, n, probe.num_classes
-    )  # callables ignore these indices
-    if not callable(targets) and (classes == ARGMAX).any():
-        predict = probe.function("metrics_predict", _predict_factory)
-        predicted = run_chunked(predict, batch.arrays, batch_size)
-        classes = np.where(classes == ARGMAX, predicted, classes).astype(np.int32)
+    # The class is read once on the clean images and held for every perturbed copy.
+    classes = fix_predictions(probe, batch, target, batch_size).indices
     # Rank 0 is the most important pixel; a stable sort keeps ties in raster order.
     order = np.argsort(-maps.reshape(n, -1), axis=1, kind="stable")
     ranks = np.empty_like(order)
@@ -429,10 +374,7 @@ def _perturbation_curves(
     image_index = np.repeat(np.arange(n, dtype=np.int32), steps + 1)
     row_counts = np.tile(counts, n).astype(np.int32)
     row_classes = classes[image_index]
-    fn = probe.function(
-        ("perturbation_scores", mode, squash, callable_key(targets)),
-        _perturbation_factory(mode, squash, targets),
-    )
+    fn = probe.step(_perturbation_scores, target.rule, mode)
     shared = [tf.constant(images), tf.constant(baselines), tf.constant(ranks)]
     scores = []
     for rows in chunk_slices(len(image_index), batch_size):
@@ -665,11 +607,9 @@ def randomization_check(
         )
     if not callable(method):
         raise ValueError(f"Expected `method` to be callable. Received: {method!r}.")
-    batch = as_batch(model, inputs)
+    batch, probe, target = setup(model, inputs, targets)
     if targets is None:
-        probe = get_probe(model)
-        predict = probe.function("metrics_predict", _predict_factory)
-        targets = run_chunked(predict, batch.arrays, None).astype(np.int64)
+        targets = fix_predictions(probe, batch, target, None).indices.astype(np.int64)
     inputs = batch.arrays if len(batch.arrays) > 1 else batch.arrays[0]
     original = np.asarray(method(model, inputs, targets, **method_kwargs), dtype=np.float64)
     if np.isnan(original).any():

@@ -172,12 +172,12 @@ def test_integrated_gradients_by_hand_on_a_quadratic_model():
     )
     model = keras.Model(inputs, outputs)
     x = np.arange(1, 9, dtype=np.float32).reshape(2, 2, 2, 1) / 4
-    attr = kerasviz.integrated_gradients(model, x, 0, steps=3)
+    attr = kerasviz.integrated_gradients(model, x, 1, steps=3)  # 1: the unit (positive class)
     np.testing.assert_allclose(attr, x**2, rtol=1e-6)
-    white = kerasviz.integrated_gradients(model, x, 0, baseline="white", steps=3)
+    white = kerasviz.integrated_gradients(model, x, 1, baseline="white", steps=3)
     top = x.reshape(2, -1).max(axis=1).reshape(2, 1, 1, 1)
     np.testing.assert_allclose(white, x**2 - top**2, rtol=1e-5, atol=1e-6)
-    array = kerasviz.integrated_gradients(model, x, 0, baseline=np.float32(0.25), steps=3)
+    array = kerasviz.integrated_gradients(model, x, 1, baseline=np.float32(0.25), steps=3)
     np.testing.assert_allclose(array, x**2 - 0.0625, rtol=1e-5, atol=1e-6)
 
 

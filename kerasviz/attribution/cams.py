@@ -33,17 +33,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasviz._inputs import run_chunked
+from kerasviz._checks import boolean, choice, integer
+from kerasviz._engine import expanded_rows, rows_per_pass, run_rows, setup
+from kerasviz._inputs import Batch, run_chunked
 from kerasviz._layers import LayerSpec, default_cam_layer, require_spatial, resolve_layer
-from kerasviz._probe import Probe, compiled, get_probe, note_trace
-from kerasviz._targets import Targets, callable_key, select_scores
-from kerasviz.attribution.gradients import expanded_rows, rows_per_pass, setup
+from kerasviz._probe import Probe, get_probe
+from kerasviz._targets import ScoreRule, Targets
 from kerasviz.receptive_field import (
     ReceptiveField,
     backproject,
     backproject_tf,
     receptive_field,
-    resize_bilinear,
 )
 
 Weighting = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -112,15 +112,7 @@ def combine(activations: tf.Tensor, weights: tf.Tensor, relu: bool) -> tf.Tensor
 
 
 def check_upsample(upsample: Any) -> None:
-    if not (upsample is None or isinstance(upsample, str)) or upsample not in _UPSAMPLE:
-        raise ValueError(
-            f"Expected `upsample` to be one of {_UPSAMPLE}. Received: upsample={upsample!r}."
-        )
-
-
-def _check_relu(relu: Any) -> None:
-    if not isinstance(relu, bool | np.bool_):
-        raise ValueError(f"Expected `relu` to be True or False. Received: relu={relu!r}.")
+    choice(upsample, _UPSAMPLE, "upsample")
 
 
 def cam_layers(model: keras.Model, layer: Any) -> tuple[list[str], bool]:
@@ -141,41 +133,86 @@ def cam_layers(model: keras.Model, layer: Any) -> tuple[list[str], bool]:
     return paths, many
 
 
-def _field(model: keras.Model, path: str, batch) -> ReceptiveField:
+def _field(model: keras.Model, path: str, batch: Batch) -> ReceptiveField:
     """The layer's receptive field, for the input size actually given (models built with None)."""
     size = tuple(batch.arrays[0].shape[1:-1]) if len(batch.arrays) == 1 else None
     return receptive_field(model, path, input_size=size)
 
 
-def project_host(maps: np.ndarray, rf: ReceptiveField | None, upsample: str | None) -> np.ndarray:
+def _input_size(batch: Batch, maps: np.ndarray) -> tuple[int, ...]:
+    """The spatial size a linear resize targets: the model input with the map's spatial rank.
+
+    With several such inputs, the first one (a resize needs no receptive field, so it cannot
+    tell which input the layer sees; use ``upsample="receptive_field"`` for that).
+    """
+    rank = maps.ndim - 1
+    for x in batch.arrays:
+        if x.ndim - 2 == rank:
+            return tuple(x.shape[1:-1])
+    raise ValueError(
+        f"Expected a model input with {rank} spatial axes to resize the maps onto. Received: "
+        f"inputs of shapes {[x.shape for x in batch.arrays]}. Use `upsample=None`."
+    )
+
+
+def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` linear interpolation with half-pixel centres (``tf.image.resize``)."""
+    centres = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    low = np.floor(centres).astype(int)
+    high = np.minimum(low + 1, n_in - 1)
+    frac = centres - low
+    weights = np.zeros((n_out, n_in))
+    np.add.at(weights, (np.arange(n_out), low), 1 - frac)
+    np.add.at(weights, (np.arange(n_out), high), frac)
+    return weights
+
+
+def resize_linear(maps: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Separable linear resize of ``(n, *spatial)`` maps to ``(n, *size)``: bilinear for 2D.
+
+    Equals ``tf.image.resize(method="bilinear", antialias=False)`` on 2D maps, and extends it
+    to 1D and 3D (trilinear) maps.
+    """
+    out = np.asarray(maps, np.float64)
+    for axis, n_out in enumerate(size, start=1):
+        weights = _linear_weights(out.shape[axis], int(n_out))
+        out = np.moveaxis(np.tensordot(weights, out, axes=([1], [axis])), 0, axis)
+    return out.astype(np.float32)
+
+
+def project_host(
+    maps: np.ndarray, rf: ReceptiveField | None, upsample: str | None, size=None
+) -> np.ndarray:
     """Projects layer maps onto the input on the host (``None`` keeps the layer resolution)."""
     if upsample is None:
         return maps
     if upsample == "bilinear":
-        return resize_bilinear(maps, rf.input_size)
+        return resize_linear(maps, size if size is not None else rf.input_size)
     return backproject(maps, rf)
 
 
-def _cam_factory(
-    weighting: Weighting, relu: bool, targets: Targets, fields: Sequence[ReceptiveField | None]
-) -> Callable[[Probe], Callable]:
-    def factory(probe: Probe):
-        def step(inputs, indices):
-            note_trace("cam")
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(inputs)
-                activations, logits = probe(inputs)
-                scores = select_scores(logits, indices, targets)
-            gradients = tape.gradient(scores, activations, unconnected_gradients="zero")
-            maps = []
-            for a, g, rf in zip(activations, gradients, fields, strict=True):
-                m = combine(a, weighting(a, g), relu)
-                maps.append(backproject_tf(m, rf) if rf is not None else m)
-            return maps
-
-        return compiled(step)
-
-    return factory
+def _cam(
+    probe: Probe,
+    rule: ScoreRule,
+    weighting: Weighting,
+    relu: bool,
+    fields: tuple,
+    inputs,
+    indices,
+):
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(inputs)
+        activations, logits = probe.raw(inputs)
+        scores = rule.scores(logits, indices)
+    # Gradients with respect to the activations the logits were computed from (in their own
+    # dtype: float16 under mixed precision); a float32 copy would get zero gradients.
+    gradients = tape.gradient(scores, activations, unconnected_gradients="zero")
+    maps = []
+    for a, g, rf in zip(activations, gradients, fields, strict=True):
+        a, g = tf.cast(a, tf.float32), tf.cast(g, tf.float32)
+        m = combine(a, weighting(a, g), relu)
+        maps.append(backproject_tf(m, rf) if rf is not None else m)
+    return maps
 
 
 def cam(
@@ -216,18 +253,18 @@ def cam(
         >>> heat = kerasviz.cam(model, images, 281, weighting=kerasviz.layer_cam_weights)
     """
     check_upsample(upsample)
-    _check_relu(relu)
+    relu = boolean(relu, "relu")
     if not callable(weighting):
         raise ValueError(f"Expected `weighting` to be a function. Received: {weighting!r}.")
     paths, many = cam_layers(model, layer)
-    batch, probe, indices = setup(model, inputs, targets, layers=paths, output=output)
-    fields = [_field(model, p, batch) if upsample is not None else None for p in paths]
-    in_graph = [rf if upsample == "receptive_field" else None for rf in fields]
-    key = ("cam", weighting, bool(relu), tuple(in_graph), callable_key(targets))
-    fn = probe.function(key, _cam_factory(weighting, bool(relu), targets, in_graph))
-    maps = run_chunked(fn, batch.arrays, batch_size, extra=[indices])
+    batch, probe, target = setup(model, inputs, targets, layers=paths, output=output)
+    fields = tuple(
+        _field(model, p, batch) if upsample == "receptive_field" else None for p in paths
+    )
+    fn = probe.step(_cam, target.rule, weighting, relu, fields)
+    maps = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
     if upsample == "bilinear":
-        maps = [resize_bilinear(m, rf.input_size) for m, rf in zip(maps, fields, strict=True)]
+        maps = [resize_linear(m, _input_size(batch, m)) for m in maps]
     result = dict(zip(probe.paths, maps, strict=True)) if many else maps[0]
     return batch.squeeze(result)
 
@@ -327,48 +364,39 @@ def layer_cam(
 # Score-CAM
 
 
-def _activations_factory(probe: Probe):
-    def forward(inputs, indices):
-        note_trace("score_cam_activations")
-        (activations,), logits = probe(inputs)
-        flat = tf.reshape(logits, [tf.shape(logits)[0], -1])
-        predicted = tf.argmax(flat, axis=-1, output_type=tf.int32)
-        return activations, tf.where(indices < 0, predicted, indices)
-
-    return compiled(forward)
+def _score_cam_activations(probe: Probe, rule: ScoreRule, inputs, indices):
+    (activations,), logits = probe(inputs)
+    return activations, rule.choose(logits, indices)
 
 
-def _masked_factory(
-    targets: Targets, channels: int, rf: ReceptiveField, bilinear: bool
-) -> Callable[[Probe], Callable]:
-    image = rf.input_index
-
-    def factory(probe: Probe):
-        def step(inputs, maps, indices, start, stop):
-            note_trace("score_cam")
-            rows, images, _, _ = expanded_rows(start, stop, channels)
-            # maps: (n, channels, h, w); one upsampled, min-max normalized mask per row.
-            low = tf.gather_nd(maps, tf.stack([images, rows % channels], axis=1))
-            if bilinear:
-                up = tf.image.resize(low[..., None], rf.input_size, method="bilinear")[..., 0]
-            else:
-                up = backproject_tf(low, rf)
-            axes = list(range(1, up.shape.rank))
-            lo = tf.reduce_min(up, axis=axes, keepdims=True)
-            hi = tf.reduce_max(up, axis=axes, keepdims=True)
-            masks = tf.math.divide_no_nan(up - lo, hi - lo)
-            masked = [tf.gather(x, images) for x in inputs]
-            masked[image] = masked[image] * masks[..., None]
-            _, logits = probe(masked)
-            chosen = tf.gather(indices, images)
-            if callable(targets):
-                return select_scores(logits, chosen, targets)
-            squash = tf.nn.softmax if logits.shape[-1] > 1 else tf.sigmoid
-            return select_scores(squash(logits), chosen)
-
-        return compiled(step)
-
-    return factory
+def _score_cam(
+    probe: Probe,
+    rule: ScoreRule,
+    channels: int,
+    rf: ReceptiveField | None,
+    size: tuple,
+    image: int,
+    inputs,
+    maps,
+    indices,
+    start,
+    stop,
+):
+    rows, images, _, _ = expanded_rows(start, stop, channels)
+    # maps: (n, channels, *spatial); one upsampled, min-max normalized mask per row.
+    low = tf.gather_nd(maps, tf.stack([images, rows % channels], axis=1))
+    if rf is None:
+        up = tf.image.resize(low[..., None], size, method="bilinear")[..., 0]
+    else:
+        up = backproject_tf(low, rf)
+    axes = list(range(1, up.shape.rank))
+    lo = tf.reduce_min(up, axis=axes, keepdims=True)
+    hi = tf.reduce_max(up, axis=axes, keepdims=True)
+    masks = tf.math.divide_no_nan(up - lo, hi - lo)
+    masked = [tf.gather(x, images) for x in inputs]
+    masked[image] = masked[image] * masks[..., None]
+    _, logits = probe(masked)
+    return rule.probabilities(logits, tf.gather(indices, images))
 
 
 def score_cam(
@@ -408,43 +436,46 @@ def score_cam(
         >>> heat = kerasviz.score_cam(model, images, max_channels=64, batch_size=128)
     """
     check_upsample(upsample)
-    _check_relu(relu)
+    relu = boolean(relu, "relu")
     if isinstance(layer, list | tuple):
         raise ValueError(f"Expected `layer` to name one layer for Score-CAM. Received: {layer!r}.")
     (path,), _ = cam_layers(model, layer)
-    batch, probe, indices = setup(model, inputs, targets, layers=[path], output=output)
-    rf = _field(model, path, batch)
-    fn = probe.function("score_cam_activations", _activations_factory)
-    activations, indices = run_chunked(fn, batch.arrays, batch_size, extra=[indices])
+    batch, probe, target = setup(model, inputs, targets, layers=[path], output=output)
+    fn = probe.step(_score_cam_activations, target.rule)
+    activations, indices = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
     n, channels = activations.shape[0], activations.shape[-1]
+    bilinear = upsample == "bilinear"
+    if bilinear and activations.ndim != 4:
+        raise ValueError(
+            "Expected a 2D layer for Score-CAM with `upsample='bilinear'`. Received: layer "
+            f"{path!r} with {activations.ndim - 2} spatial axes. Use "
+            "upsample='receptive_field'."
+        )
+    rf = None if bilinear else _field(model, path, batch)
+    size = _input_size(batch, activations[..., 0])
+    image = rf.input_index if rf is not None else _image_index(batch, activations)
     if max_channels is not None:
-        if isinstance(max_channels, bool) or not isinstance(max_channels, int | np.integer):
-            raise ValueError(
-                f"Expected `max_channels` to be an int or None. Received: {max_channels!r}."
-            )
-        if not 1 <= max_channels <= channels:
-            raise ValueError(
-                f"Expected `max_channels` in [1, {channels}] for layer {path!r}. Received: "
-                f"max_channels={max_channels}."
-            )
+        max_channels = integer(max_channels, "max_channels", minimum=1, maximum=channels)
         spread = activations.reshape(n, -1, channels).std(axis=1)
         keep = np.argsort(-spread, axis=1, kind="stable")[:, :max_channels]
         spatial = (1,) * (activations.ndim - 2)
         activations = np.take_along_axis(activations, keep.reshape(n, *spatial, -1), axis=-1)
         channels = max_channels
-    maps = np.moveaxis(activations, -1, 1)  # (n, channels, h, w)
+    maps = np.moveaxis(activations, -1, 1)  # (n, channels, *spatial)
     plain = get_probe(model, (), output=output)
-    bilinear = upsample == "bilinear"
-    key = ("score_cam", rf, channels, bilinear, callable_key(targets))
-    step = plain.function(key, _masked_factory(targets, channels, rf, bilinear))
+    step = plain.step(_score_cam, target.rule, channels, rf, size, image)
     total = n * channels
     rows = rows_per_pass(batch_size, n, total)
     xs = [tf.constant(a) for a in batch.arrays]
-    maps_t, indices_t = tf.constant(maps), tf.constant(indices)
-    weights = [
-        step(xs, maps_t, indices_t, tf.constant(s, tf.int32), tf.constant(min(s + rows, total)))
-        for s in range(0, total, rows)
-    ]
-    weights = tf.reshape(tf.concat(weights, axis=0), [n, channels])
-    result = combine(tf.constant(activations), weights, bool(relu)).numpy()
-    return batch.squeeze(project_host(result, rf, upsample))
+    weights = run_rows(step, total, rows, xs, tf.constant(maps), tf.constant(indices))
+    weights = tf.reshape(weights, [n, channels])
+    result = combine(tf.constant(activations), weights, relu).numpy()
+    return batch.squeeze(project_host(result, rf, upsample, size))
+
+
+def _image_index(batch: Batch, activations: np.ndarray) -> int:
+    """The model input a resized mask multiplies: the first with the layer's spatial rank."""
+    for k, x in enumerate(batch.arrays):
+        if x.ndim == activations.ndim:
+            return k
+    return 0

@@ -2,10 +2,13 @@
 
 The guided view runs the model's own layers and variables (nested models included) with
 every ReLU replaced by a *guided* ReLU: the same forward value, but on the way back a gradient
-passes only where the ReLU's input is positive *and* the incoming gradient is positive. The
-ReLUs found are ``keras.layers.ReLU`` layers, ``Activation("relu")`` layers, and the
-``activation="relu"`` of Dense and convolution layers, whose pre-activation is recomputed from
-the layer's own variables. Nothing in the user's model is changed; a final softmax or sigmoid
+passes only where the ReLU's input is positive *and* the incoming gradient is positive. Every
+ReLU form is found: ``keras.layers.ReLU`` layers (leaky, capped and thresholded ones too),
+``Activation("relu")``/``"relu6"``/``"leaky_relu"`` layers, ``keras.ops.relu``/``relu6`` and
+``keras.activations.relu`` nodes of a functional graph, and the ``activation="relu"`` of Dense
+and convolution layers, whose pre-activation is recomputed from the layer's own variables
+(another layer with a ReLU activation gets an error). A ReLU applied inside a custom layer's
+``call`` cannot be seen and stays unguided. Nothing in the user's model is changed; a final softmax or sigmoid
 is bypassed, as in :class:`kerasviz.Probe`.
 """
 
@@ -18,22 +21,27 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasviz._checks import choice
+from kerasviz._engine import one_or_list, setup
 from kerasviz._graph import model_inputs, run_graph
 from kerasviz._inputs import run_chunked
-from kerasviz._layers import LayerSpec
+from kerasviz._layers import CONV_TYPES, LayerSpec
 from kerasviz._probe import (
     Probe,
+    RuntimeLayer,
     _head_layer,
-    compiled,
     get_probe,
     linear_part,
-    note_trace,
     pre_activation,
 )
-from kerasviz._targets import Targets, callable_key, select_scores
+from kerasviz._targets import ScoreRule, Targets
 from kerasviz.attribution.cams import cam, cam_layers, grad_cam_weights
-from kerasviz.attribution.gradients import one_or_list, setup
 from kerasviz.receptive_field import receptive_field
+
+#: Activation names guided as ReLUs (Activation layers and ``activation=`` arguments).
+_RELU_NAMES = {"relu", "relu6", "leaky_relu"}
+#: Operation classes of ``keras.ops.relu``/``relu6`` and ``keras.activations.relu`` nodes.
+_RELU_OPS = {"Relu", "Relu6", "ReLU", "LeakyRelu"}
 
 
 def _guided(fn: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -57,22 +65,13 @@ def _guided(fn: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Te
     return guided
 
 
-class _GuidedActivation(keras.layers.Layer):
-    """A guided version of an activation function, as a layer of the guided view."""
-
-    def __init__(self, fn: Callable, name: str, **kwargs):
-        super().__init__(name=name, autocast=False, **kwargs)
-        self._fn = fn
-
-    def call(self, x):
-        return _guided(self._fn)(x)
-
-    def compute_output_spec(self, x):
-        return keras.KerasTensor(x.shape, x.dtype)
-
-
 def _is_relu(activation: Any) -> bool:
-    return getattr(activation, "__name__", None) == "relu"
+    return getattr(activation, "__name__", None) in _RELU_NAMES
+
+
+def _relu_op(op: Any) -> bool:
+    """A ReLU operation node of a functional graph (not a layer)."""
+    return not isinstance(op, keras.layers.Layer) and type(op).__name__ in _RELU_OPS
 
 
 def _build_guided_view(model: keras.Model, output_index: int) -> keras.Model:
@@ -85,7 +84,7 @@ def _build_guided_view(model: keras.Model, output_index: int) -> keras.Model:
         while name in names:
             name, k = f"guided_{layer.name}_{k}", k + 1
         names.add(name)
-        return _GuidedActivation(fn, name)(x)
+        return RuntimeLayer(_guided(fn), name=name)(x)
 
     def call(layer, path, args, kwargs):
         x = args[0] if len(args) == 1 and not kwargs else None
@@ -93,11 +92,20 @@ def _build_guided_view(model: keras.Model, output_index: int) -> keras.Model:
             pre = pre_activation(layer, x)
             if pre is not None:
                 return pre
-        if isinstance(layer, keras.layers.ReLU) and x is not None:
+        if x is not None and isinstance(layer, keras.layers.ReLU | keras.layers.LeakyReLU):
             return guided(layer.call, layer, x)
         if isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation):
             return guided(layer.activation, layer, x)
-        if _is_relu(getattr(layer, "activation", None)) and x is not None:
+        if _relu_op(layer):
+            return guided(lambda t: layer(t, *args[1:], **kwargs), layer, args[0])
+        if _is_relu(getattr(layer, "activation", None)):
+            if x is None or not isinstance(layer, (keras.layers.Dense, *CONV_TYPES)):
+                raise ValueError(
+                    "Expected every ReLU of the model to be one guided backpropagation can "
+                    f"guide. Received: layer {path!r} of type {type(layer).__name__} with a "
+                    f"{layer.activation.__name__} activation inside its call. Move the "
+                    "activation into a separate keras.layers.ReLU layer."
+                )
             return guided(layer.activation, layer, linear_part(layer, x))
         return layer(*args, **kwargs)
 
@@ -118,25 +126,21 @@ def guided_model(model: keras.Model, output: int | str | None = None) -> keras.M
         >>> np.allclose(view(x), kerasviz.get_probe(model)([x])[1])
         True
     """
-    probe = get_probe(model, (), output=output)
-    return probe.function("guided_view", lambda p: _build_guided_view(p.model, p.output_index))
+    return get_probe(model, (), output=output).cached(_guided_view)
 
 
-def _guided_factory(targets: Targets) -> Callable[[Probe], Callable]:
-    def factory(probe: Probe):
-        view = probe.function("guided_view", lambda p: _build_guided_view(p.model, p.output_index))
+def _guided_view(probe: Probe) -> keras.Model:
+    return _build_guided_view(probe.model, probe.output_index)
 
-        def step(inputs, indices):
-            note_trace("guided_backprop")
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(inputs)
-                logits = view(inputs if len(inputs) > 1 else inputs[0], training=False)
-                scores = select_scores(tf.cast(logits, tf.float32), indices, targets)
-            return tape.gradient(scores, inputs, unconnected_gradients="zero")
 
-        return compiled(step)
-
-    return factory
+def _guided_backprop(probe: Probe, rule: ScoreRule, inputs, indices):
+    view = probe.cached(_guided_view)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(inputs)
+        logits = view(inputs if len(inputs) > 1 else inputs[0], training=False)
+        scores = rule.scores(logits, indices)
+    grads = tape.gradient(scores, inputs, unconnected_gradients="zero")
+    return [tf.cast(g, tf.float32) for g in grads]
 
 
 def guided_backprop(
@@ -165,9 +169,9 @@ def guided_backprop(
     Example:
         >>> g = kerasviz.guided_backprop(model, images, targets=3)  # (n, H, W, C)
     """
-    batch, probe, indices = setup(model, inputs, targets, output=output)
-    fn = probe.function(("guided_backprop", callable_key(targets)), _guided_factory(targets))
-    grads = run_chunked(fn, batch.arrays, batch_size, extra=[indices])
+    batch, probe, target = setup(model, inputs, targets, output=output)
+    fn = probe.step(_guided_backprop, target.rule)
+    grads = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
     return one_or_list(batch, list(grads))
 
 
@@ -197,11 +201,7 @@ def guided_grad_cam(
     Example:
         >>> g = kerasviz.guided_grad_cam(model, images, targets=3)
     """
-    if upsample not in ("receptive_field", "bilinear"):
-        raise ValueError(
-            "Expected `upsample` to be 'receptive_field' or 'bilinear' for Guided Grad-CAM. "
-            f"Received: upsample={upsample!r}."
-        )
+    choice(upsample, ("receptive_field", "bilinear"), "upsample")
     if isinstance(layer, list | tuple):
         raise ValueError(f"Expected `layer` to name one layer. Received: {layer!r}.")
     maps = cam(

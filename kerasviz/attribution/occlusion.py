@@ -7,16 +7,14 @@ rows, and each pixel gets the mean score drop over the patches that cover it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasviz._probe import Probe, compiled, note_trace
-from kerasviz._targets import Targets, callable_key, select_scores
-from kerasviz.attribution.gradients import (
+from kerasviz._checks import number
+from kerasviz._engine import (
     expanded_rows,
     one_or_list,
     rows_per_pass,
@@ -24,6 +22,8 @@ from kerasviz.attribution.gradients import (
     setup,
     target_scores,
 )
+from kerasviz._probe import Probe
+from kerasviz._targets import ScoreRule, Targets
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
@@ -50,35 +50,36 @@ def patch_positions(size: int, patch: int, stride: int) -> np.ndarray:
     return np.asarray(starts, np.int32)
 
 
-def _occlusion_factory(
-    targets: Targets, image: int, ys: np.ndarray, xs: np.ndarray, patch, fill: float
-) -> Callable[[Probe], Callable]:
+def _occlusion(
+    probe: Probe,
+    rule: ScoreRule,
+    image: int,
+    ys: tuple,
+    xs: tuple,
+    patch: tuple,
+    fill: float,
+    inputs,
+    clean,
+    indices,
+    start,
+    stop,
+):
     positions = len(ys) * len(xs)
-
-    def factory(probe: Probe):
-        def step(inputs, clean, indices, start, stop):
-            note_trace("occlusion")
-            rows, images, local, count = expanded_rows(start, stop, positions)
-            p = rows % positions
-            y0 = tf.gather(ys, p // len(xs))[:, None]
-            x0 = tf.gather(xs, p % len(xs))[:, None]
-            height, width = inputs[image].shape[1:3]
-            yy, xx = tf.range(height)[None], tf.range(width)[None]
-            in_y = (yy >= y0) & (yy < y0 + patch[0])
-            in_x = (xx >= x0) & (xx < x0 + patch[1])
-            mask = tf.cast(in_y[:, :, None] & in_x[:, None, :], tf.float32)  # (rows, H, W)
-            batch = [tf.gather(x, images) for x in inputs]
-            m = mask[..., None]
-            batch[image] = batch[image] * (1.0 - m) + fill * m
-            _, logits = probe(batch)
-            drop = tf.gather(clean, images) - select_scores(
-                logits, tf.gather(indices, images), targets
-            )
-            return [tf.math.unsorted_segment_sum(drop[:, None, None] * mask, local, count)]
-
-        return compiled(step)
-
-    return factory
+    rows, images, local, count = expanded_rows(start, stop, positions)
+    p = rows % positions
+    y0 = tf.gather(ys, p // len(xs))[:, None]
+    x0 = tf.gather(xs, p % len(xs))[:, None]
+    height, width = inputs[image].shape[1:3]
+    yy, xx = tf.range(height)[None], tf.range(width)[None]
+    in_y = (yy >= y0) & (yy < y0 + patch[0])
+    in_x = (xx >= x0) & (xx < x0 + patch[1])
+    mask = tf.cast(in_y[:, :, None] & in_x[:, None, :], tf.float32)  # (rows, H, W)
+    batch = [tf.gather(x, images) for x in inputs]
+    m = mask[..., None]
+    batch[image] = batch[image] * (1.0 - m) + fill * m
+    _, logits = probe(batch)
+    drop = tf.gather(clean, images) - rule.scores(logits, tf.gather(indices, images))
+    return [tf.math.unsorted_segment_sum(drop[:, None, None] * mask, local, count)]
 
 
 def occlusion(
@@ -100,8 +101,9 @@ def occlusion(
 
     Args:
         model: a Sequential or functional Keras model (nested models included).
-        inputs: images ``(n, H, W, C)`` or one image ``(H, W, C)``; a list for several inputs,
-            each occluded in turn while the others stay as given.
+        inputs: images ``(n, H, W, C)`` or one image ``(H, W, C)``; a list for several inputs.
+            Each image input (rank 4) is occluded in turn while the others stay as given;
+            inputs that are not images (tabular features, say) are never occluded.
         targets: an int, one int per image, a callable ``logits -> (n,)`` or None (predicted
             class of the clean image).
         patch: patch size, an int or ``(height, width)``.
@@ -111,7 +113,10 @@ def occlusion(
         output: which model output to explain, for models with several.
 
     Returns:
-        float32 ``(n, H, W)``, or a list with one per model input.
+        float32 ``(n, H, W)``, or a list with one per image input when the model has several.
+
+    Raises:
+        ValueError: for a patch larger than the images, or a model without image inputs.
 
     Reference: Zeiler and Fergus, "Visualizing and Understanding Convolutional Networks" (2014).
 
@@ -119,21 +124,22 @@ def occlusion(
         >>> drops = kerasviz.occlusion(model, images, patch=16, stride=8, batch_size=256)
     """
     patch, stride = _pair(patch, "patch"), _pair(stride, "stride")
-    if isinstance(fill, bool) or not isinstance(fill, int | float | np.floating):
-        raise ValueError(f"Expected `fill` to be a number. Received: fill={fill!r}.")
-    batch, probe, indices = setup(model, inputs, targets, output=output)
-    clean, indices = target_scores(probe, batch.arrays, indices, targets, batch_size)
+    fill = number(fill, "fill")
+    batch, probe, target = setup(model, inputs, targets, output=output)
+    image_inputs = [k for k, x in enumerate(batch.arrays) if x.ndim == 4]
+    if not image_inputs:
+        raise ValueError(
+            "Expected `inputs` to include images (n, H, W, C) for occlusion. Received: shapes "
+            f"{[x.shape for x in batch.arrays]}."
+        )
+    clean, target = target_scores(probe, batch.arrays, target, batch_size)
     n = batch.n
     xs_t = [tf.constant(a) for a in batch.arrays]
-    clean_t, indices_t = tf.constant(clean), tf.constant(indices)
+    clean_t, indices_t = tf.constant(clean), tf.constant(target.indices)
     results = []
-    for k, x in enumerate(batch.arrays):
+    for k in image_inputs:
+        x = batch.arrays[k]
         name = "inputs" if len(batch.arrays) == 1 else f"inputs[{k}]"
-        if x.ndim != 4:
-            raise ValueError(
-                f"Expected `{name}` to be images (n, H, W, C) for occlusion. Received: shape "
-                f"{x.shape}."
-            )
         height, width = x.shape[1:3]
         if patch[0] > height or patch[1] > width:
             raise ValueError(
@@ -143,8 +149,9 @@ def occlusion(
         ys = patch_positions(height, patch[0], stride[0])
         xs = patch_positions(width, patch[1], stride[1])
         positions = len(ys) * len(xs)
-        key = ("occlusion", k, patch, stride, float(fill), (height, width), callable_key(targets))
-        fn = probe.function(key, _occlusion_factory(targets, k, ys, xs, patch, float(fill)))
+        fn = probe.step(
+            _occlusion, target.rule, k, tuple(ys.tolist()), tuple(xs.tolist()), patch, fill
+        )
         total = n * positions
         rows = rows_per_pass(batch_size, n, total)
         (sums,) = run_expanded(fn, total, rows, n, positions, xs_t, clean_t, indices_t)

@@ -16,61 +16,41 @@ import numpy as np
 import tensorflow as tf
 
 from kerasviz._inputs import as_batch, chunk_slices
-from kerasviz._probe import compiled, get_probe, note_trace
-from kerasviz._targets import Targets, target_indices
+from kerasviz._probe import get_probe
+from kerasviz._targets import ScoreRule, Targets, resolve_targets
 
 
-def _two_class(logits: tf.Tensor) -> tf.Tensor:
-    flat = tf.reshape(logits, [tf.shape(logits)[0], -1])
-    if flat.shape[-1] == 1:
-        flat = tf.concat([tf.zeros_like(flat), flat], axis=-1)
-    return flat
-
-
-def _labels(logits: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
-    predicted = tf.argmax(_two_class(logits), axis=-1, output_type=tf.int32)
-    return tf.where(indices < 0, predicted, indices)
-
-
-def _loss_gradient(probe, x: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+def _loss_gradient(probe, rule: ScoreRule, x: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """d(cross-entropy of ``labels``) / dx, with the library's one probability rule."""
     with tf.GradientTape() as tape:
         tape.watch(x)
         _, logits = probe([x])
-        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, _two_class(logits))
-        total = tf.reduce_sum(loss)
+        total = tf.reduce_sum(rule.nll(logits, labels))
     return tape.gradient(total, x)
 
 
-def _fgsm_factory(probe):
-    def step(x, indices, settings):
-        note_trace("fgsm")
-        eps, sign, lo, hi = (settings[:, i, None, None, None] for i in range(4))
-        _, logits = probe([x])
-        labels = _labels(logits, indices)
-        grad = _loss_gradient(probe, x, labels)
-        return tf.clip_by_value(x + sign * eps * tf.sign(grad), lo, hi)
-
-    return compiled(step)
+def _fgsm(probe, rule: ScoreRule, x, indices, settings):
+    eps, sign, lo, hi = (settings[:, i, None, None, None] for i in range(4))
+    _, logits = probe([x])
+    labels = rule.choose(logits, indices)
+    grad = _loss_gradient(probe, rule, x, labels)
+    return tf.clip_by_value(x + sign * eps * tf.sign(grad), lo, hi)
 
 
-def _pgd_factory(probe):
-    def attack(x, indices, noise, settings, steps):
-        note_trace("pgd")
-        eps, step_size, sign, lo, hi = (settings[:, i, None, None, None] for i in range(5))
-        _, logits = probe([x])
-        labels = _labels(logits, indices)
+def _pgd(probe, rule: ScoreRule, x, indices, noise, settings, steps):
+    eps, step_size, sign, lo, hi = (settings[:, i, None, None, None] for i in range(5))
+    _, logits = probe([x])
+    labels = rule.choose(logits, indices)
 
-        def project(candidate):
-            return tf.clip_by_value(tf.clip_by_value(candidate, x - eps, x + eps), lo, hi)
+    def project(candidate):
+        return tf.clip_by_value(tf.clip_by_value(candidate, x - eps, x + eps), lo, hi)
 
-        def body(i, adv):
-            grad = _loss_gradient(probe, adv, labels)
-            return i + 1, project(adv + sign * step_size * tf.sign(grad))
+    def body(i, adv):
+        grad = _loss_gradient(probe, rule, adv, labels)
+        return i + 1, project(adv + sign * step_size * tf.sign(grad))
 
-        _, adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), project(x + noise)))
-        return adv
-
-    return compiled(attack)
+    _, adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), project(x + noise)))
+    return adv
 
 
 def _setup(model, images, targets, targeted, value_range, epsilon):
@@ -92,15 +72,14 @@ def _setup(model, images, targets, targeted, value_range, epsilon):
     if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not epsilon >= 0:
         raise ValueError(f"Expected `epsilon` to be a number >= 0. Received: {epsilon!r}.")
     probe = get_probe(model, (), logits=True)
-    classes = max(2, probe.num_classes or 2)
     if targeted and targets is None:
         raise ValueError(
             "Expected `targets` (the classes to reach) when targeted=True. Received: None."
         )
     if callable(targets):
         raise ValueError("Expected `targets` to be class indices or None. Received: a callable.")
-    indices = target_indices(targets, batch.n, classes)
-    return batch, x, probe, indices, (lo, hi)
+    target = resolve_targets(targets, batch.n, probe.logits_size(batch.arrays), probe.sigmoid)
+    return batch, x, probe, target, (lo, hi)
 
 
 def fgsm(
@@ -133,13 +112,14 @@ def fgsm(
     Example:
         >>> adv = kerasviz.fgsm(model, images, epsilon=2 / 255)
     """
-    batch, x, probe, indices, (lo, hi) = _setup(
+    batch, x, probe, target, (lo, hi) = _setup(
         model, images, targets, targeted, value_range, epsilon
     )
     settings = np.tile(
         np.asarray([[epsilon, -1.0 if targeted else 1.0, lo, hi]], np.float32), (batch.n, 1)
     )
-    fn = probe.function("fgsm", _fgsm_factory)
+    fn = probe.step(_fgsm, target.rule)
+    indices = target.indices
     results = [
         fn(tf.constant(x[rows]), tf.constant(indices[rows]), tf.constant(settings[rows]))
         for rows in chunk_slices(batch.n, batch_size)
@@ -181,7 +161,7 @@ def pgd(
     """
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
         raise ValueError(f"Expected `steps` to be an int >= 1. Received: steps={steps!r}.")
-    batch, x, probe, indices, (lo, hi) = _setup(
+    batch, x, probe, target, (lo, hi) = _setup(
         model, images, targets, targeted, value_range, epsilon
     )
     if step_size is None:
@@ -195,7 +175,8 @@ def pgd(
         np.asarray([[epsilon, step_size, -1.0 if targeted else 1.0, lo, hi]], np.float32),
         (batch.n, 1),
     )
-    fn = probe.function("pgd", _pgd_factory)
+    fn = probe.step(_pgd, target.rule)
+    indices = target.indices
     steps_t = tf.constant(int(steps), tf.int32)
     results = [
         fn(
