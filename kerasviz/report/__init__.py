@@ -10,34 +10,23 @@
 Presentation only: ``import kerasviz`` never imports this package; ``kerasviz.cli`` does, lazily.
 """
 
-from kerasviz.report.demo import DEMO_SEED, build_demo_report
+from kerasviz.report.demo import build_demo_report
 from kerasviz.report.page import REPORT_NAME, Report, Section, png_size
-from kerasviz.report.sections import (
-    SECTIONS,
-    SectionSpec,
-    analyze,
-    build_report,
-    layer_table,
-    localization_scores,
-)
-from kerasviz.report.subject import InputSpace, Settings, Subject, forward, prepare
+from kerasviz.report.sections import SECTIONS, analyze, build_report, layer_table
+from kerasviz.report.subject import InputSpace, Settings, Subject, prepare
 
 __all__ = [
-    "DEMO_SEED",
     "REPORT_NAME",
     "SECTIONS",
     "InputSpace",
     "Report",
     "Section",
-    "SectionSpec",
     "Settings",
     "Subject",
     "analyze",
     "build_demo_report",
     "build_report",
-    "forward",
     "layer_table",
-    "localization_scores",
     "png_size",
     "prepare",
 ]

@@ -1,16 +1,16 @@
 """The report's analyses: each section calls kerasviz's compute functions and draws with plot.
 
-Every section is a function ``(ctx, sec)`` listed once in :data:`SECTIONS`. It reads prepared
-subjects (:func:`kerasviz.report.subject.prepare`), makes one batched call per method for all the
-images it shows, and adds figures and tables to its :class:`Section`.
+Every section is a function ``(subjects, settings, sec)`` listed once in :data:`SECTIONS`. It
+reads prepared subjects (:func:`~kerasviz.report.subject.prepare`), makes one batched call per
+method for all the images it shows, and adds figures and tables to ``sec``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -77,21 +77,11 @@ def _rgb(images: np.ndarray) -> np.ndarray:
     return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
 
-@dataclass
-class _Context:
-    subjects: list[Subject]  # prepared; the first is the main one
-    settings: Settings
-
-    @property
-    def main(self) -> Subject:
-        return self.subjects[0]
-
-
-def _sec_predictions(ctx: _Context, sec: Section) -> None:
+def _sec_predictions(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """What the model predicts for each image."""
-    for s in ctx.subjects:
+    for s in subjects:
         predicted = s.scores.argmax(axis=1)
-        k = min(ctx.settings.show, len(s.inputs))
+        k = min(st.show, len(s.inputs))
         rows, titles = [], []
         for i in range(len(s.inputs)):
             top = np.argsort(-s.scores[i])[:3]
@@ -103,7 +93,7 @@ def _sec_predictions(ctx: _Context, sec: Section) -> None:
                     f"{s.names[i]}\npred: {s.class_name(predicted[i])} "
                     f"{s.scores[i, predicted[i]]:.2f}"
                 )
-        if s is ctx.main:
+        if s is subjects[0]:
             fig = plot.gallery(_rgb(s.display[:k]), titles, cols=k)
             sec.image(fig, "predictions", alt=f"The {k} first images with predicted classes")
         if s.labels is not None:
@@ -116,11 +106,11 @@ def _sec_predictions(ctx: _Context, sec: Section) -> None:
         )
 
 
-def _sec_layers(ctx: _Context, sec: Section) -> None:
+def _sec_layers(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """Every layer with its output shape and the exact receptive field of its units in input
     pixels.
     """
-    for s in ctx.subjects:
+    for s in subjects:
         header, rows = layer_table(s.model)
         sec.table(
             header,
@@ -134,41 +124,38 @@ def _slug(path: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", path.lower()).strip("_")
 
 
-def _sec_feature_maps(ctx: _Context, sec: Section) -> None:
+def _sec_feature_maps(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """The activations of the conv layers for one image."""
-    s, st = ctx.main, ctx.settings
+    s = subjects[0]
     convs = _conv_layers(s.model)
     shown = _spread(convs, st.max_feature_layers)
     if len(shown) < len(convs):
         sec.text(f"{len(shown)} of the {len(convs)} conv layers, evenly spaced.", note=True)
     progression = _spread([p for p, _ in spatial_layers(s.model)], 20)
     maps = kerasviz.feature_maps(s.model, s.inputs[:1], list(dict.fromkeys(progression + shown)))
-    fig = plot.layer_progression({p: maps[p] for p in progression}, image=0)
     sec.image(
-        fig,
+        plot.layer_progression({p: maps[p] for p in progression}, image=0),
         "layer_progression",
         alt="The mean activation of each spatial layer for the first image",
         caption=f"{s.names[0]}: the channel mean of each spatial layer, from input to output.",
     )
     last = maps[shown[-1]][0]
     busiest = int(np.argmax(last.mean(axis=(0, 1))))
-    fig = plot.channel(last, busiest, title=f"{shown[-1]}, channel {busiest}")
     sec.image(
-        fig,
+        plot.channel(last, busiest, title=f"{shown[-1]}, channel {busiest}"),
         "feature_map_channel",
         alt=f"Channel {busiest} of {shown[-1]}",
         caption=f"The most active channel of {shown[-1]} in its own units.",
     )
     for k, path in enumerate(shown):
         count = min(st.feature_channels, maps[path].shape[-1])
-        fig = plot.feature_map_grid(
-            maps[path][0],
-            normalize="standardize",
-            channels=count,
-            title=f"{path}  {_spatial(maps[path].shape[1:])}",
-        )
         sec.image(
-            fig,
+            plot.feature_map_grid(
+                maps[path][0],
+                normalize="standardize",
+                channels=count,
+                title=f"{path}  {_spatial(maps[path].shape[1:])}",
+            ),
             f"feature_maps_{k}_{_slug(path)}",
             alt=f"Feature maps of {path}",
             caption=f"{path}: the first {count} of {maps[path].shape[-1]} channels, each "
@@ -177,14 +164,9 @@ def _sec_feature_maps(ctx: _Context, sec: Section) -> None:
 
 
 def _kernels(model: Any, convs: list[str]) -> list[tuple[str, np.ndarray]]:
-
-    out = []
-    for path in convs:
-        weights = kerasviz.filter_weights(model, path)
-        kernel = weights.get("kernel")
-        if kernel is not None and kernel.ndim == 4:
-            out.append((path, kernel))
-    return out
+    """``(path, kernel)`` of each convolution with a 4D ``kernel`` weight."""
+    kernels = [(path, kerasviz.filter_weights(model, path).get("kernel")) for path in convs]
+    return [(path, k) for path, k in kernels if k is not None and k.ndim == 4]
 
 
 def _depthwise_filters(s: Subject, sec: Section) -> None:
@@ -194,9 +176,8 @@ def _depthwise_filters(s: Subject, sec: Section) -> None:
         if kernel is not None and kernel.shape[0] * kernel.shape[1] > 1:
             kh, kw, cin, mult = kernel.shape
             per_channel = kernel.reshape(kh, kw, 1, cin * mult)
-            fig = plot.filter_channel_average(per_channel, max_filters=32, title=path)
             sec.image(
-                fig,
+                plot.filter_channel_average(per_channel, max_filters=32, title=path),
                 "filters_depthwise",
                 alt=f"Depthwise filters of {path}",
                 caption=f"{path} {kernel.shape}: the deeper spatial filters are depthwise, one "
@@ -206,9 +187,9 @@ def _depthwise_filters(s: Subject, sec: Section) -> None:
     sec.text("No deeper convolution has a spatial kernel to show.", note=True)
 
 
-def _sec_filters(ctx: _Context, sec: Section) -> None:
+def _sec_filters(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """The learned weights of the first layer and of deeper layers."""
-    s = ctx.main
+    s = subjects[0]
     kernels = _kernels(s.model, _conv_layers(s.model))
     if not kernels:
         sec.text("The model has no Conv2D layer with a kernel to show.", note=True)
@@ -227,20 +208,18 @@ def _sec_filters(ctx: _Context, sec: Section) -> None:
     deeper = [(p, k) for p, k in kernels[1:] if k.shape[0] * k.shape[1] > 1]
     if not deeper:
         _depthwise_filters(s, sec)
-    if deeper:
+    else:
         path, kernel = deeper[0]
-        fig = plot.filter_depth_sections(kernel, max_filters=8, max_inputs=8, title=path)
         sec.image(
-            fig,
+            plot.filter_depth_sections(kernel, max_filters=8, max_inputs=8, title=path),
             "filters_depth_sections",
             alt=f"Depth sections of the filters of {path}",
             caption=f"{path} {kernel.shape}: one filter per row, one input channel per column; "
             "grey is zero, each row on one scale.",
         )
         path, kernel = deeper[-1]
-        fig = plot.filter_channel_average(kernel, max_filters=32, title=path)
         sec.image(
-            fig,
+            plot.filter_channel_average(kernel, max_filters=32, title=path),
             "filters_channel_average",
             alt=f"Channel averages of the filters of {path}",
             caption=f"{path} {kernel.shape}: each filter averaged over its input channels, on "
@@ -254,9 +233,9 @@ def _start(s: Subject) -> np.ndarray:
     return s.space.to_model((0.5 + noise).astype(np.float32))
 
 
-def _sec_filter_patterns(ctx: _Context, sec: Section) -> None:
+def _sec_filter_patterns(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """What each channel of one layer responds to most, found by gradient ascent on the input."""
-    s, st = ctx.main, ctx.settings
+    s = subjects[0]
     path = s.cam_layer
     total = int(kerasviz.resolve_layer(s.model, path)[1].output.shape[-1])
     count = min(st.pattern_channels, total)
@@ -282,9 +261,10 @@ def _sec_filter_patterns(ctx: _Context, sec: Section) -> None:
 
 
 def _neuron_layer(s: Subject) -> tuple[str, Any]:
-    """The deepest conv whose units see at most half of the input."""
-    best = None
-    for path in _conv_layers(s.model):
+    """The deepest conv whose units see at most half of the input (else the first conv)."""
+    convs = _conv_layers(s.model)
+    best = convs[0]
+    for path in convs:
         try:
             rf = kerasviz.receptive_field(s.model, path)
         except ValueError:
@@ -292,16 +272,13 @@ def _neuron_layer(s: Subject) -> tuple[str, Any]:
         if not rf.is_global and all(
             2 * a <= b for a, b in zip(rf.size, rf.input_size, strict=True)
         ):
-            best = (path, rf)
-    if best is None:
-        path = _conv_layers(s.model)[0]
-        best = (path, kerasviz.receptive_field(s.model, path))
-    return best
+            best = path
+    return best, kerasviz.receptive_field(s.model, best)
 
 
-def _sec_neuron_patterns(ctx: _Context, sec: Section) -> None:
+def _sec_neuron_patterns(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """What single units respond to, shown only inside their receptive field."""
-    s, st = ctx.main, ctx.settings
+    s = subjects[0]
     path, rf = _neuron_layer(s)
     total = int(kerasviz.resolve_layer(s.model, path)[1].output.shape[-1])
     channels = list(range(min(st.neurons, total)))
@@ -335,43 +312,38 @@ def _sec_neuron_patterns(ctx: _Context, sec: Section) -> None:
         f"with plain pixel steps, cut to its exact receptive field {box} "
         f"({_spatial(rf.size)} px); nothing outside it changes.",
     )
-    fig = plot.receptive_field_boxes(
-        _rgb(plot.normalize(pixels[0], "minmax")), [box], labels=[f"RF {_spatial(rf.size)}"]
-    )
     sec.image(
-        fig,
+        plot.receptive_field_boxes(
+            _rgb(plot.normalize(pixels[0], "minmax")), [box], labels=[f"RF {_spatial(rf.size)}"]
+        ),
         "neuron_pattern_full",
         alt=f"The whole input optimized for channel 0 of {path}, with the receptive field box",
         caption=f"The whole input for channel {channels[0]}, with the unit's receptive field.",
     )
 
 
-def _project(cam: np.ndarray, rf: Any) -> tuple[np.ndarray, np.ndarray]:
+_CAMS = (("Grad-CAM", kerasviz.grad_cam), ("Grad-CAM++", kerasviz.grad_cam_plus_plus))
 
+
+def _projected(s: Subject, method: Callable, x: np.ndarray, t: np.ndarray, rf: Any) -> tuple:
+    """``method``'s CAM of ``s.cam_layer``, back-projected through the exact fields and resized."""
+    cam = method(s.model, x, t, s.cam_layer, upsample=None)
     return kerasviz.backproject(cam, rf), kerasviz.resize_bilinear(cam, rf.input_size)
 
 
-def _sec_grad_cam(ctx: _Context, sec: Section) -> None:
+def _sec_grad_cam(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """Where the evidence for the class lies, projected exactly through the receptive fields,
     beside the usual bilinear resize.
     """
-    st = ctx.settings
-    for s in ctx.subjects:
+    for s in subjects:
         n = min(st.show, len(s.inputs))
         x, t = s.inputs[:n], s.targets[:n]
         rf = kerasviz.receptive_field(s.model, s.cam_layer)
         maps = {}
-        for name, method in (
-            ("Grad-CAM", kerasviz.grad_cam),
-            ("Grad-CAM++", kerasviz.grad_cam_plus_plus),
-        ):
-            cam = method(s.model, x, t, s.cam_layer, upsample=None)
-            exact, resized = _project(cam, rf)
-            maps[f"{name}\nexact RF"] = exact
-            maps[f"{name}\nresize"] = resized
-        fig = plot.heatmaps(_rgb(s.display[:n]), maps)
+        for name, method in _CAMS:
+            maps[f"{name}\nexact RF"], maps[f"{name}\nresize"] = _projected(s, method, x, t, rf)
         sec.image(
-            fig,
+            plot.heatmaps(_rgb(s.display[:n]), maps),
             f"grad_cam_{_slug(s.name)}",
             alt=f"Grad-CAM and Grad-CAM++ of {s.name}, back-projected and resized",
             caption=f"{s.name}, layer {s.cam_layer} ({_spatial(rf.map_size)} map, RF "
@@ -379,17 +351,16 @@ def _sec_grad_cam(ctx: _Context, sec: Section) -> None:
             "back-projected through the exact receptive fields, beside a bilinear resize. "
             "Targets: " + ", ".join(s.class_name(c) for c in t) + ".",
         )
-        if s is ctx.main:
+        if s is subjects[0]:
             last = tuple(m - 1 for m in rf.map_size)
             centre = tuple(m // 2 for m in rf.map_size)
             zero = (0,) * len(rf.map_size)
-            fig = plot.receptive_field_boxes(
-                _rgb(s.display[0]),
-                [rf.box(*zero), rf.box(*centre), rf.box(*last)],
-                labels=[f"unit {zero}", f"unit {centre}", f"unit {last}"],
-            )
             sec.image(
-                fig,
+                plot.receptive_field_boxes(
+                    _rgb(s.display[0]),
+                    [rf.box(*zero), rf.box(*centre), rf.box(*last)],
+                    labels=[f"unit {zero}", f"unit {centre}", f"unit {last}"],
+                ),
                 "cam_receptive_fields",
                 alt=f"Receptive fields of three units of {s.cam_layer}",
                 caption=f"Where three units of {s.cam_layer} look: unit {zero} sees "
@@ -398,9 +369,9 @@ def _sec_grad_cam(ctx: _Context, sec: Section) -> None:
             )
 
 
-def _sec_signed_cam(ctx: _Context, sec: Section) -> None:
+def _sec_signed_cam(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """Evidence for one class against another, on one scale."""
-    s = ctx.main
+    s = subjects[0]
     if s.scores.shape[1] < 2:
         sec.text("A signed map compares two classes; this model has one output.", note=True)
         return
@@ -414,48 +385,45 @@ def _sec_signed_cam(ctx: _Context, sec: Section) -> None:
         what = f"{s.names[0]} and its two most likely classes"
     cams = kerasviz.grad_cam(s.model, np.concatenate([x, x]), [a, b], s.cam_layer, relu=False)
     name_a, name_b = s.class_name(a), s.class_name(b)
-    fig = plot.signed_map(_rgb(display), cams[0], cams[1], labels=(name_a, name_b))
     sec.image(
-        fig,
+        plot.signed_map(_rgb(display), cams[0], cams[1], labels=(name_a, name_b)),
         "signed_cam",
         alt=f"Signed class activation map, {name_a} against {name_b}",
         caption=f"{what}: the CAM of {name_a} minus the CAM of {name_b}, without ReLU, on one "
         f"scale centred at 0 (red: evidence for {name_a}, blue: for {name_b}).",
     )
-    fig = plot.heatmaps(
-        _rgb(display), {name_a: cams[0], name_b: cams[1]}, normalize="signed", cmap="RdBu_r"
-    )
     sec.image(
-        fig,
+        plot.heatmaps(
+            _rgb(display), {name_a: cams[0], name_b: cams[1]}, normalize="signed", cmap="RdBu_r"
+        ),
         "signed_cam_each",
         alt=f"The signed CAMs of {name_a} and of {name_b}",
         caption="Each class's signed CAM on the same 0-centred scale.",
     )
 
 
-def _baseline(s: Subject, value: float, n: int) -> np.ndarray:
-    shape = (n, *s.inputs.shape[1:])
-    return s.space.to_model(np.full(shape, value, np.float32))
+def _baseline(s: Subject, n: int) -> np.ndarray:
+    """``n`` black images in the model's input space."""
+    return s.space.to_model(np.zeros((n, *s.inputs.shape[1:]), np.float32))
 
 
-def _sec_gradients(ctx: _Context, sec: Section) -> None:
+def _sec_gradients(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """Pixel-level attributions from input gradients."""
-    s, st = ctx.main, ctx.settings
+    s = subjects[0]
     n = min(st.show, len(s.inputs))
     x, t = s.inputs[:n], s.targets[:n]
     maps = {
         "saliency": kerasviz.saliency(s.model, x, t),
         "SmoothGrad": kerasviz.smoothgrad(s.model, x, t, samples=st.smooth_samples, noise=0.1),
         "IG, black": kerasviz.integrated_gradients(
-            s.model, x, t, baseline=_baseline(s, 0.0, n), steps=st.ig_steps
+            s.model, x, t, baseline=_baseline(s, n), steps=st.ig_steps
         ),
         "IG, blur": kerasviz.integrated_gradients(
             s.model, x, t, baseline="blur", steps=st.ig_steps
         ),
     }
-    fig = plot.heatmaps(_rgb(s.display[:n]), maps, cmap="inferno", alpha=0.7)
     sec.image(
-        fig,
+        plot.heatmaps(_rgb(s.display[:n]), maps, cmap="inferno", alpha=0.7),
         "gradients",
         alt="Saliency, SmoothGrad and integrated gradients with two baselines",
         caption=f"Max |gradient| over colour channels; SmoothGrad averages {st.smooth_samples} "
@@ -464,30 +432,24 @@ def _sec_gradients(ctx: _Context, sec: Section) -> None:
     )
 
 
-def _sec_inversion(ctx: _Context, sec: Section) -> None:
+def _sec_inversion(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """Images reconstructed from the features of three depths."""
-    s, st = ctx.main, ctx.settings
+    s = subjects[0]
     depths = _spread(_conv_layers(s.model), 3)
     original = s.display[0]
     pictures, titles, rows = [_rgb(original)], ["original"], []
     for path in depths:
-        recon = kerasviz.invert(
-            s.model,
-            s.inputs[0],
-            path,
-            steps=st.inversion_steps,
-            value_range=s.space.value_range,
-        ).images
-        shown = s.space.to_display(recon)
+        steps, value_range = st.inversion_steps, s.space.value_range
+        recon = kerasviz.invert(s.model, s.inputs[0], path, steps=steps, value_range=value_range)
+        shown = s.space.to_display(recon.images)
         ssim = float(metrics.ssim(shown, original))
         psnr = float(metrics.psnr(shown, original))
         pictures.append(_rgb(shown))
         titles.append(f"{path}\nSSIM {ssim:.2f}")
         rf = kerasviz.receptive_field(s.model, path)
         rows.append([path, _spatial(rf.size), ssim, psnr])
-    fig = plot.gallery(pictures, titles, cols=len(pictures))
     sec.image(
-        fig,
+        plot.gallery(pictures, titles, cols=len(pictures)),
         "inversion",
         alt="The image reconstructed from the features of three layers",
         caption=f"Reconstructions from {', '.join(depths)} ({st.inversion_steps} steps), with "
@@ -500,9 +462,9 @@ def _sec_inversion(ctx: _Context, sec: Section) -> None:
     )
 
 
-def _sec_adversarial(ctx: _Context, sec: Section) -> None:
+def _sec_adversarial(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """A small perturbation along the gradient's sign."""
-    s, st = ctx.main, ctx.settings
+    s = subjects[0]
     n = min(st.show, len(s.inputs))
     x, t = s.inputs[:n], s.targets[:n]
     epsilon = st.epsilon * s.space.scale
@@ -527,9 +489,8 @@ def _sec_adversarial(ctx: _Context, sec: Section) -> None:
                 f"{s.class_name(t[i])}: {s.scores[i, t[i]]:.2f} -> {after[i, t[i]]:.2f}",
             ]
         )
-    fig = plot.gallery(pictures, titles, cols=3)
     sec.image(
-        fig,
+        plot.gallery(pictures, titles, cols=3),
         "fgsm",
         alt="Original images, FGSM perturbations and adversarial images",
         caption=f"FGSM: one signed-gradient step of {st.epsilon:g} of the pixel range away from "
@@ -541,35 +502,26 @@ def _sec_adversarial(ctx: _Context, sec: Section) -> None:
 def localization_scores(s: Subject, settings: Settings) -> list[list[Any]]:
     """Pointing game and energy pointing game of each method on ``s.masks`` (true classes).
 
-    Args:
-        s: a prepared subject (:func:`prepare`) with ``masks``.
-        settings: how many images are scored, and the SmoothGrad/IG sample counts.
-
-    Returns:
-        One row per method and projection: name, projection, pointing game and energy pointing
-        game (shares in [0, 1]) and seconds per image.
+    Returns one row per method and projection: name, projection, the two scores (shares in
+    [0, 1]) and seconds per image. ``s`` is prepared (:func:`prepare`) and has ``masks``.
     """
-    m = min(settings.localization, len(s.inputs))
+    m, steps = min(settings.localization, len(s.inputs)), settings.localization_steps
     x, masks = s.inputs[:m], s.masks[:m]
     t = s.labels[:m] if s.labels is not None else s.targets[:m]
     rf = kerasviz.receptive_field(s.model, s.cam_layer)
-    methods: dict[str, Callable[[], dict[str, np.ndarray]]] = {}
 
-    def cams(method):
-        cam = method(s.model, x, t, s.cam_layer, upsample=None)
-        exact, resized = _project(cam, rf)
+    def cams(method: Callable) -> dict[str, np.ndarray]:
+        exact, resized = _projected(s, method, x, t, rf)
         return {"exact RF": exact, "bilinear resize": resized}
 
-    methods["Grad-CAM"] = lambda: cams(kerasviz.grad_cam)
-    methods["Grad-CAM++"] = lambda: cams(kerasviz.grad_cam_plus_plus)
-    methods["saliency"] = lambda: {"": kerasviz.saliency(s.model, x, t)}
-    methods["SmoothGrad"] = lambda: {
-        "": kerasviz.smoothgrad(s.model, x, t, samples=settings.localization_steps, noise=0.1)
-    }
-    methods["integrated gradients"] = lambda: {
-        "": kerasviz.integrated_gradients(
-            s.model, x, t, baseline=_baseline(s, 0.0, m), steps=settings.localization_steps
-        )
+    methods: dict[str, Callable[[], dict[str, np.ndarray]]] = {
+        name: functools.partial(cams, method) for name, method in _CAMS
+    } | {
+        "saliency": lambda: {"-": kerasviz.saliency(s.model, x, t)},
+        "SmoothGrad": lambda: {"-": kerasviz.smoothgrad(s.model, x, t, samples=steps, noise=0.1)},
+        "integrated gradients": lambda: {
+            "-": kerasviz.integrated_gradients(s.model, x, t, baseline=_baseline(s, m), steps=steps)
+        },
     }
     rows = []
     for name, compute in methods.items():
@@ -577,24 +529,16 @@ def localization_scores(s: Subject, settings: Settings) -> list[list[Any]]:
         results = compute()
         seconds = (time.perf_counter() - start) / m / len(results)
         for projection, maps in results.items():
-            maps = np.asarray(maps)
-            if maps.ndim == 4:
-                maps = plot.reduce_channels(maps, "abs_max")
-            rows.append(
-                [
-                    name,
-                    projection or "-",
-                    float(np.mean(metrics.pointing_game(maps, masks))),
-                    float(np.mean(metrics.energy_pointing_game(maps, masks))),
-                    seconds,
-                ]
-            )
+            maps = plot.reduce_channels(maps, "abs_max") if np.ndim(maps) == 4 else maps
+            pointing = float(np.mean(metrics.pointing_game(maps, masks)))
+            energy = float(np.mean(metrics.energy_pointing_game(maps, masks)))
+            rows.append([name, projection, pointing, energy, seconds])
     return rows
 
 
-def _sec_localization(ctx: _Context, sec: Section) -> None:
+def _sec_localization(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """How well each method's map points at the object."""
-    scored = [s for s in ctx.subjects if s.masks is not None]
+    scored = [s for s in subjects if s.masks is not None]
     if not scored:
         sec.text(
             "No ground-truth masks were given, so nothing can be scored here; `kerasviz demo` "
@@ -603,8 +547,8 @@ def _sec_localization(ctx: _Context, sec: Section) -> None:
         )
         return
     for s in scored:
-        m = min(ctx.settings.localization, len(s.inputs))
-        rows = localization_scores(s, ctx.settings)
+        m = min(st.localization, len(s.inputs))
+        rows = localization_scores(s, st)
         sec.table(
             ["method", "projection", "pointing game", "energy pointing game", "s / image"],
             rows,
@@ -618,7 +562,7 @@ class SectionSpec(NamedTuple):
 
     id: str
     title: str
-    build: Callable[[_Context, Section], None]
+    build: Callable[[list[Subject], Settings, Section], None]
 
     @property
     def intro(self) -> str:
@@ -655,18 +599,10 @@ def analyze(
 ) -> Report:
     """Adds every section of :data:`SECTIONS` to ``report``; the first subject is the main one.
 
-    Every subject is prepared first (:func:`prepare`: one forward pass, the targets and the CAM
-    layer), then each section reads them. Sections about one model (feature maps, filters,
-    optimization, inversion, FGSM) use the first subject; predictions, layers, Grad-CAM and
-    localization cover every subject.
-
-    Args:
-        report: the page to fill.
-        subjects: the models and their images.
-        settings: sizes and step counts (:meth:`Settings.fast` for tests).
-        layer: the first subject's CAM layer; None for its last convolution.
-        target: the class explained in every image; None for each image's prediction.
-        progress: called with one line per finished section.
+    Every subject is prepared first (:func:`prepare`: the scores, the targets and the CAM layer,
+    ``layer`` for the first subject), then the sections read them. Sections about one model
+    (feature maps, filters, optimization, inversion, FGSM) use the first subject; predictions,
+    layers, Grad-CAM and localization cover every subject. ``progress`` gets a line per section.
 
     Raises:
         ValueError: ``layer`` is not a layer of the first model.
@@ -674,10 +610,9 @@ def analyze(
     prepared = [
         prepare(s, layer=layer if k == 0 else None, target=target) for k, s in enumerate(subjects)
     ]
-    ctx = _Context(prepared, settings)
     for k, spec in enumerate(SECTIONS, start=1):
         start = time.perf_counter()
-        spec.build(ctx, report.section(spec.id, spec.title, spec.intro))
+        spec.build(prepared, settings, report.section(spec.id, spec.title, spec.intro))
         if progress is not None:
             progress(f"[{k:2d}/{len(SECTIONS)}] {spec.title}: {time.perf_counter() - start:.1f} s")
     return report

@@ -157,23 +157,16 @@ def forward(model: Any, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
 
 
 def prepare(subject: Subject, *, layer: Any = None, target: int | None = None) -> Subject:
-    """A copy of ``subject`` with its scores, targets and CAM layer filled in.
+    """A copy of ``subject`` with its scores, targets and CAM layer filled in, for the sections.
 
-    Args:
-        subject: the model and images; not modified.
-        layer: the CAM layer (name, path, index or Layer); None for the last convolution.
-        target: the class every image is explained for; None for each image's prediction.
+    ``layer`` (name, path, index or Layer) defaults to the last convolution; ``target`` (one
+    class for every image) to each image's predicted class.
 
     Raises:
         ValueError: ``layer`` is not a layer of the model, or the model has no convolution.
     """
-    scores = forward(subject.model, subject.inputs)
-    if target is None:
-        targets = scores.argmax(axis=1)
-    else:
-        targets = np.full(len(scores), target, np.int64)
-    if layer is None:
-        cam_layer = default_cam_layer(subject.model)[0]
-    else:
-        cam_layer = resolve_layer(subject.model, layer, "--layer")[0]
-    return replace(subject, scores=scores, targets=targets, cam_layer=cam_layer)
+    model = subject.model
+    scores = forward(model, subject.inputs)
+    targets = scores.argmax(axis=1) if target is None else np.full(len(scores), target, np.int64)
+    path = default_cam_layer(model) if layer is None else resolve_layer(model, layer, "--layer")
+    return replace(subject, scores=scores, targets=targets, cam_layer=path[0])
