@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import random
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -11,15 +12,28 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kerasviz._inputs import as_batch
 from kerasviz._layers import LayerSpec, require_spatial, resolve_layer
-from kerasviz._targets import Targets, target_indices
+from kerasviz._targets import Targets, resolve_targets
+from kerasviz.attribution import (
+    grad_cam,
+    grad_cam_plus_plus,
+    integrated_gradients,
+    layer_cam,
+    saliency,
+    score_cam,
+    smoothgrad,
+)
+from kerasviz.features import feature_maps
+from kerasviz.metrics import pointing_game
 
-#: Method names the callback accepts as strings; any callable is accepted too.
-CAM_METHODS = ("grad_cam", "grad_cam_plus_plus", "layer_cam", "score_cam")
-GRADIENT_METHODS = ("saliency", "smoothgrad", "integrated_gradients")
-METHODS = CAM_METHODS + GRADIENT_METHODS
+#: kerasviz's attribution functions the callback calls with its ``cam_layer``, ``upsample`` and
+#: ``batch_size``, whether passed as functions or, as in Keras, by name.
+CAM_METHODS = (grad_cam, grad_cam_plus_plus, layer_cam, score_cam)
+GRADIENT_METHODS = (saliency, smoothgrad, integrated_gradients)
+METHODS = {fn.__name__: fn for fn in CAM_METHODS + GRADIENT_METHODS}
 
 
 @contextlib.contextmanager
@@ -58,26 +72,6 @@ def _rng_preserved() -> Iterator[None]:
             tf_rng.setstate(tf_state)
 
 
-def _image_summary(tag: str, images: np.ndarray, step: int) -> None:
-    """Writes uint8 images ``(k, h, w, c)`` as a TensorBoard image summary.
-
-    The same record ``tf.summary.image`` writes (a ``[width, height, png, ...]`` string tensor
-    under the "images" plugin), built with TensorFlow alone: ``tf.summary.image`` itself is
-    implemented in the ``tensorboard`` package, which kerasviz does not require.
-    """
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images", content=b""),
-        data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
-    )
-    pngs = [tf.io.encode_png(image) for image in images]
-    h, w = images.shape[1:3]
-    header = [tf.constant(str(w)), tf.constant(str(h))]
-    tf.summary.write(tag, tf.stack(header + pngs), step=step, metadata=metadata)
-
-
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
@@ -92,8 +86,10 @@ class VisualizationCallback(keras.callbacks.Callback):
     - ``features_{layer}_{i}.png``: a grid of the layer's channels for image ``i``, for each
       layer in ``layers``;
 
-    and, with ``log_dir``, the same pictures as TensorBoard image summaries (the records
-    ``tf.summary.image`` writes; step = the 0-based epoch, as Keras' TensorBoard callback uses). With ``masks``, the mean pointing-game
+    and, with ``log_dir``, the same pictures as TensorBoard image summaries (``tf.summary.image``
+    under the tags ``kerasviz/{method}`` and ``kerasviz/features/{layer}``; step = the 0-based
+    epoch, as Keras' TensorBoard callback uses; needs ``pip install kerasviz[callbacks]``). With
+    ``masks``, the mean pointing-game
     score (:func:`kerasviz.metrics.pointing_game`) is added to the epoch's logs as
     ``"kerasviz_pointing_game"`` (first method) and ``"kerasviz_pointing_game_{method}"``,
     so it lands in ``History`` and in callbacks listed after this one; the keys appear only in
@@ -111,24 +107,29 @@ class VisualizationCallback(keras.callbacks.Callback):
         every: write every this many epochs.
         log_dir: TensorBoard log folder; None for no summaries.
         masks: ground-truth masks ``(n, h, w)`` for the pointing game; None to skip it.
-        methods: names from ``METHODS`` (``"grad_cam"``, ``"grad_cam_plus_plus"``,
-            ``"layer_cam"``, ``"score_cam"``, ``"saliency"``, ``"smoothgrad"``,
-            ``"integrated_gradients"``) or callables ``method(model, images, targets) -> maps
-            (n, h, w[, c])`` at the input resolution.
+        methods: callables ``method(model, images, targets) -> maps (n, h, w[, c])`` at the
+            input resolution, named by their ``__name__``. kerasviz's own attribution functions
+            (:data:`METHODS`: ``grad_cam``, ``grad_cam_plus_plus``, ``layer_cam``,
+            ``score_cam``, ``saliency``, ``smoothgrad``, ``integrated_gradients``) may also be
+            given by name, and get ``cam_layer``, ``upsample`` and ``batch_size`` below.
         layers: layers whose feature maps are drawn; None for none.
         targets: classes to explain (see the attribution functions); None for the prediction
             at that epoch.
-        cam_layer: the layer named CAM methods use; None for their default.
-        upsample: how named CAM methods project onto the input (``"receptive_field"`` or
+        cam_layer: the layer kerasviz's CAM methods use; None for their default.
+        upsample: how kerasviz's CAM methods project onto the input (``"receptive_field"`` or
             ``"bilinear"``).
-        batch_size: rows per forward pass for the named methods.
+        batch_size: rows per forward pass for kerasviz's methods.
         max_channels: feature-map channels drawn per layer (the first ones).
         alpha: overlay opacity.
+
+    Raises:
+        ValueError: a bad argument (checked here, and against the model when ``fit`` starts).
+        ImportError: ``log_dir`` is given but TensorBoard is not installed.
 
     Example:
         >>> cb = kerasviz.callbacks.VisualizationCallback(
         ...     x_val[:4], out_dir="viz", every=2, log_dir="logs", masks=m_val[:4],
-        ...     methods=("grad_cam", "saliency"), layers=["conv2d_1"])
+        ...     methods=(kerasviz.grad_cam, kerasviz.saliency), layers=["conv2d_1"])
         >>> history = model.fit(x, y, epochs=10, callbacks=[cb])
         >>> history.history["kerasviz_pointing_game"]
     """
@@ -169,23 +170,17 @@ class VisualizationCallback(keras.callbacks.Callback):
                 "Expected at least one of `methods` and `layers` to be non-empty. Received: "
                 f"methods={methods!r}, layers={layers!r}."
             )
-        self._methods: list[tuple[str, str | Callable[..., Any]]] = []
+        self._methods: list[tuple[str, Callable[..., Any]]] = []
         for method in methods:
-            if isinstance(method, str):
-                if method not in METHODS:
-                    raise ValueError(
-                        f"Expected each of `methods` to be a callable or one of {list(METHODS)}. "
-                        f"Received: {method!r}."
-                    )
-                self._methods.append((method, method))
-            elif callable(method):
-                name = getattr(method, "__name__", type(method).__name__)
-                self._methods.append((_safe_name(name), method))
-            else:
+            if isinstance(method, str) and method in METHODS:
+                method = METHODS[method]
+            if not callable(method):
                 raise ValueError(
-                    f"Expected each of `methods` to be a callable or a method name. Received: "
-                    f"{method!r}."
+                    f"Expected each of `methods` to be a callable or one of {list(METHODS)}. "
+                    f"Received: {method!r}."
                 )
+            name = getattr(method, "__name__", type(method).__name__)
+            self._methods.append((_safe_name(name), self._bind(method)))
         names = [name for name, _ in self._methods]
         if len(set(names)) != len(names):
             raise ValueError(f"Expected `methods` to have distinct names. Received: {names}.")
@@ -209,6 +204,11 @@ class VisualizationCallback(keras.callbacks.Callback):
                     f"at indices {empty.tolist()}."
                 )
             self.masks = m != 0
+        if log_dir is not None and importlib.util.find_spec("tensorboard") is None:
+            raise ImportError(
+                "VisualizationCallback(log_dir=...) writes with tf.summary.image, which needs "
+                "TensorBoard: pip install 'kerasviz[callbacks]'."
+            )
         self.out_dir = Path(out_dir)
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.every = every
@@ -232,8 +232,6 @@ class VisualizationCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._validate(self.model)
         if self.log_dir is not None and self._writer is None:
-            import tensorflow as tf
-
             self._writer = tf.summary.create_file_writer(str(self.log_dir))
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -257,8 +255,7 @@ class VisualizationCallback(keras.callbacks.Callback):
         self._images = batch.arrays[0]
         n = len(self._images)
         num_classes = model.outputs[0].shape[-1]
-        if not callable(self.targets):
-            target_indices(self.targets, n, num_classes)
+        resolve_targets(self.targets, n, num_classes)
         self._layer_paths = []
         for spec in self.layer_specs:
             path, layer = resolve_layer(model, spec, "layers")
@@ -266,28 +263,20 @@ class VisualizationCallback(keras.callbacks.Callback):
             self._layer_paths.append(path)
         if self.cam_layer is not None:
             resolve_layer(model, self.cam_layer, "cam_layer")
-        self._functions = [(name, self._resolve(method)) for name, method in self._methods]
         self._checked_for = model
 
-    def _resolve(self, method: str | Callable[..., Any]) -> Callable[..., Any]:
-        if callable(method):
+    def _bind(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """``method(model, images, targets)``; kerasviz's own get this callback's options."""
+        if method not in CAM_METHODS + GRADIENT_METHODS:
             return method
-        import kerasviz
-
-        fn = getattr(kerasviz, method, None)
-        if fn is None:
-            raise ValueError(
-                f"Expected `methods` to name an attribution function of kerasviz. Received: "
-                f"{method!r}, which this installation does not provide."
-            )
-        kwargs: dict[str, Any] = {"batch_size": self.batch_size}
-        if method in CAM_METHODS:
-            kwargs["upsample"] = self.upsample
-            if self.cam_layer is not None:
-                kwargs["layer"] = self.cam_layer
 
         def run(model, images, targets):
-            return fn(model, images, targets, **kwargs)
+            kwargs: dict[str, Any] = {"batch_size": self.batch_size}
+            if method in CAM_METHODS:
+                kwargs["upsample"] = self.upsample
+                if self.cam_layer is not None:
+                    kwargs["layer"] = self.cam_layer
+            return method(model, images, targets, **kwargs)
 
         return run
 
@@ -305,7 +294,7 @@ class VisualizationCallback(keras.callbacks.Callback):
         """``{method: maps (n, h, w)}`` for the fixed images with the model's current weights."""
         self._validate(self.model)
         maps = {}
-        for name, fn in self._functions:
+        for name, fn in self._methods:
             value = np.asarray(fn(self.model, self._images, self.targets), dtype=np.float64)
             if value.ndim == 4 and value.shape[-1] == 1:
                 value = value[..., 0]
@@ -321,11 +310,11 @@ class VisualizationCallback(keras.callbacks.Callback):
         return maps
 
     def _write(self, epoch: int) -> dict[str, float]:
-        from kerasviz import features, metrics, plot
+        from kerasviz import plot  # presentation: `import kerasviz` must not load matplotlib
 
         folder = self.out_dir / f"epoch_{epoch + 1:03d}"
         pictures: dict[str, np.ndarray] = {}  # summary tag -> uint8 (k, h, w, c)
-        maps = self.compute_maps() if self._functions else {}
+        maps = self.compute_maps() if self._methods else {}
         n = len(self._images)
         for name, value in maps.items():
             overlays = np.stack(
@@ -337,7 +326,7 @@ class VisualizationCallback(keras.callbacks.Callback):
             plot.save(plot.image_grid(overlays, cols=n, margin=2), folder / f"{name}.png")
             pictures[f"kerasviz/{name}"] = overlays
         if self._layer_paths:
-            activations = features.feature_maps(
+            activations = feature_maps(
                 self.model, self._images, self._layer_paths, batch_size=self.batch_size
             )
             for path, value in activations.items():
@@ -351,12 +340,12 @@ class VisualizationCallback(keras.callbacks.Callback):
         if self._writer is not None:
             with self._writer.as_default():
                 for tag, batch in pictures.items():
-                    _image_summary(tag, batch, step=epoch)
+                    tf.summary.image(tag, batch, step=epoch, max_outputs=len(batch))
             self._writer.flush()
         scores: dict[str, float] = {}
         if self.masks is not None:
             for k, (name, value) in enumerate(maps.items()):
-                score = float(np.mean(metrics.pointing_game(np.nan_to_num(value), self.masks)))
+                score = float(np.mean(pointing_game(np.nan_to_num(value), self.masks)))
                 scores[f"kerasviz_pointing_game_{name}"] = score
                 if k == 0:
                     scores["kerasviz_pointing_game"] = score

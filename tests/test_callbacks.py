@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
 import io
 import os
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
 import kerasviz
 from kerasviz.callbacks import VisualizationCallback
@@ -134,8 +136,7 @@ def test_pngs_summaries_and_pointing_game(tmp_path, data):
     events = glob.glob(os.path.join(tmp_path, "logs", "events.out.tfevents.*"))
     assert len(events) == 1
     seen = {}
-    for raw in tf.data.TFRecordDataset(events[0]):
-        event = tf.compat.v1.Event.FromString(raw.numpy())
+    for event in tf.compat.v1.train.summary_iterator(events[0]):
         for value in event.summary.value:
             assert value.metadata.plugin_data.plugin_name == "images"
             seen.setdefault(value.tag, []).append((event.step, tf.make_ndarray(value.tensor)))
@@ -155,6 +156,20 @@ def test_pngs_summaries_and_pointing_game(tmp_path, data):
     features = seen["kerasviz/features/conv2"][0][1]
     assert features[:2].tolist() == [b"33", b"33"] and len(features) == 5
 
+    # TensorBoard's own reader sees two steps of three images per tag, with the pictures' shapes.
+    reader = EventAccumulator(str(tmp_path / "logs"), size_guidance={"tensors": 0})
+    reader.Reload()
+    shapes = {"kerasviz/features/conv2": (33, 33, 1)}
+    assert set(reader.Tags()["tensors"]) == set(seen)
+    for tag in seen:
+        records = reader.Tensors(tag)
+        assert [r.step for r in records] == [1, 3]
+        for record in records:
+            images = tf.make_ndarray(record.tensor_proto)[2:]
+            assert len(images) == 3
+            for png in images:
+                assert tf.io.decode_png(png).shape == shapes.get(tag, (16, 16, 3))
+
 
 def test_training_is_unchanged_by_the_callback(tmp_path, data):
     x, y, masks = data
@@ -172,6 +187,35 @@ def test_training_is_unchanged_by_the_callback(tmp_path, data):
     assert len(os.listdir(tmp_path)) == 3
     for a, b in zip(reference.get_weights(), watched.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_kerasviz_functions_get_the_callback_options(tmp_path, data, monkeypatch):
+    x, _, masks = data
+    model = make_model()
+    callback = VisualizationCallback(
+        x[:3],
+        out_dir=tmp_path,
+        methods=(kerasviz.grad_cam, "saliency"),
+        cam_layer="conv1",
+        upsample="bilinear",
+        batch_size=2,
+    )
+    callback.set_model(model)
+    maps = callback.compute_maps()
+    assert list(maps) == ["grad_cam", "saliency"]
+    expected = kerasviz.grad_cam(model, x[:3], layer="conv1", upsample="bilinear")
+    np.testing.assert_allclose(maps["grad_cam"], expected, atol=1e-6)
+    assert not np.allclose(maps["grad_cam"], kerasviz.grad_cam(model, x[:3]), atol=1e-3)
+    np.testing.assert_allclose(maps["saliency"], kerasviz.saliency(model, x[:3]), atol=1e-6)
+    # Summaries need TensorBoard; without it the error says how to install it.
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ImportError, match=r"kerasviz\[callbacks\]"):
+        VisualizationCallback(x[:3], out_dir=tmp_path, log_dir=tmp_path / "logs")
 
 
 def test_bad_input(tmp_path, data):
