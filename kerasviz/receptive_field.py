@@ -1,12 +1,32 @@
 """Exact receptive fields of every unit of every layer, and exact back-projection onto the input.
 
-A unit ``i`` of a layer sees the input interval ``[start + i * stride, start + i * stride + size)``
-along each spatial axis. :func:`receptive_field` derives ``size``, ``stride`` and ``start`` by
-walking the model's graph with a receptive field in place of each tensor, so every padding rule
-(TensorFlow's asymmetric ``same`` included), dilation, merge and nested model is followed
-exactly. :func:`backproject` then maps any layer map onto the input: each input pixel gets the
-mean of the values of all units whose (clipped) field covers it, the stack-of-fields definition,
-computed separably in O(n * H * W) memory.
+A unit ``i`` of a layer nominally sees the input interval ``[start + i * stride, start + i *
+stride + size)`` along each spatial axis (Araujo et al. 2019). :func:`receptive_field` walks
+the model's graph with a field in place of each tensor, nested models included, and carries
+two things per spatial axis:
+
+* the nominal ``size``, ``stride`` and ``start``, composed layer by layer as in Araujo et al.;
+* the exact input interval of every unit (:attr:`ReceptiveField.bounds`): the bounding
+  interval of the input pixels the unit depends on. It differs from the nominal interval
+  clipped to the image where padding reaches over pixels that a ``Cropping`` layer removed,
+  where a strided ``valid`` layer never reads the last rows or columns, and where a dilated
+  kernel's taps at the border fall in the padding. Boxes, :func:`backproject` and
+  :func:`crop_to_receptive_field` use these intervals, so a pixel that a unit cannot see is
+  never in its box.
+
+Layers with a rule (convolutions, pooling, padding, cropping, merges, position-wise layers,
+``TimeDistributed`` and operations on the channel axis) are followed exactly. Any other layer
+(a custom layer, ``Lambda``, ``LayerScale``, ``StochasticDepth``, a ``keras.ops`` node, a
+user ``Layer`` subclass that convolves) has its geometry *measured*: it is run alone on a
+random input of its actual input shape, the support of the Jacobian of a few output positions
+is read in one batched gradient, and a stride, offset and tap pattern that explain every probed
+unit (the border ones clipped as by ``same`` padding) is fitted and checked. A layer with no
+such explanation is not translation-equivariant, and asking for a field through it raises a
+ValueError that names it. Measurements are cached per layer and input shape.
+
+:func:`backproject` then maps any layer map onto the input: each input pixel gets the mean of
+the values of all units whose field covers it, the stack-of-fields definition, computed
+separably in O(n * H * W) memory.
 
 Reference: Araujo, Norris and Sim, "Computing Receptive Fields of Convolutional Neural
 Networks", Distill (2019).
@@ -14,7 +34,9 @@ Networks", Distill (2019).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import itertools
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -26,25 +48,50 @@ import tensorflow as tf
 from kerasviz._graph import model_inputs, run_graph
 from kerasviz._layers import LayerSpec, resolve_layer
 
+# Appended to every "no receptive field" error: what a CAM user can do instead.
+WAYS_OUT = (
+    "CAM functions can still run without a receptive field: pass upsample='bilinear' (a "
+    "plain resize of the map onto the input) or upsample=None (the map at the layer's own "
+    "resolution)."
+)
+
+Bounds = tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
+
 
 @dataclass(frozen=True)
 class ReceptiveField:
     """The receptive field of the units of one layer, per spatial axis ``(y, x)``.
 
-    Unit ``i`` along an axis covers input coordinates ``[start + i * stride, start + i * stride
-    + size)``, before clipping to the input. ``start`` is negative where ``same`` or zero
-    padding reaches outside the image. A *global* field (global pooling, Flatten + Dense, a
-    value without spatial axes) has ``stride == 0`` on every axis, ``start == 0`` and ``size ==
-    input_size``: every unit sees the whole input.
+    Nominally, unit ``i`` along an axis covers input coordinates ``[start + i * stride, start +
+    i * stride + size)`` (Araujo et al. 2019); ``start`` is negative where ``same`` or zero
+    padding reaches outside the image. What the unit can actually see is ``bounds``: per axis
+    and per unit, the bounding interval of the input pixels it depends on. It is the nominal
+    interval clipped to the image and, where a layer crops, leaves rows unread (a strided
+    ``valid`` layer) or skips border pixels with a dilated kernel, tighter. A *global* field
+    (global pooling, Flatten + Dense, a value without spatial axes) has ``stride == 0`` on
+    every axis, ``start == 0`` and ``size == input_size``: every unit sees the whole input.
 
     Attributes:
-        size: field extent in input pixels.
-        stride: input pixels between neighbouring units (0 for a global field).
-        start: input coordinate where unit 0's field begins.
+        size: nominal field extent in input pixels.
+        stride: input pixels between neighbouring units (0 for a global axis).
+        start: input coordinate where unit 0's nominal field begins.
         input_size: spatial size of the model input the field refers to.
         map_size: spatial size of the layer's output; ``(1, ...)`` for an output without
             spatial axes.
         input_index: which model input the field refers to (0 for single-input models).
+        extent: per axis ``(low, high)``, high exclusive: the input pixels that some unit
+            depends on, the union of all boxes. As an argument, a window that every box is
+            clipped to (default: the whole input); stored as the union of the clipped boxes
+            (``(0, 0)`` if no unit sees anything).
+        bounds: per axis ``(lows, highs)``, one int per unit along that axis: unit ``i``'s
+            box along the axis is ``[lows[i], highs[i])`` (empty when equal). They grow with
+            ``i``, except near a border where a dilated kernel skips pixels. As an argument,
+            None derives them from the nominal field clipped to ``extent``;
+            :func:`receptive_field` passes the exact ones.
+
+    Raises:
+        ValueError: lengths differ between the per-axis entries, a size is not positive, a
+            stride is negative, or ``bounds`` do not fit the map and the input.
 
     Example:
         >>> rf = kerasviz.receptive_field(model, "conv2d_1")
@@ -60,6 +107,8 @@ class ReceptiveField:
     input_size: tuple[int, ...]
     map_size: tuple[int, ...]
     input_index: int = 0
+    extent: tuple[tuple[int, int], ...] | None = None
+    bounds: Bounds | None = None
 
     def __post_init__(self):
         fields = {
@@ -71,7 +120,7 @@ class ReceptiveField:
         }
         for name, value in fields.items():
             object.__setattr__(self, name, tuple(int(v) for v in value))
-        lengths = {name: len(value) for name, value in fields.items()}
+        lengths = {name: len(getattr(self, name)) for name in fields}
         if len(set(lengths.values())) != 1 or not self.size:
             raise ValueError(
                 "Expected `size`, `stride`, `start`, `input_size` and `map_size` to have one "
@@ -84,6 +133,68 @@ class ReceptiveField:
             )
         if min(self.stride) < 0:
             raise ValueError(f"Expected `stride` to be >= 0. Received: stride={self.stride}.")
+        window = self._window()
+        per_axis = self._checked_bounds() if self.bounds is not None else self._nominal_bounds()
+        bounds, extent = [], []
+        for (low, high), (lo, hi) in zip(per_axis, window, strict=True):
+            low = np.clip(low, lo, hi)
+            high = np.maximum(np.clip(high, lo, hi), low)
+            seen = high > low
+            extent.append((int(low[seen].min()), int(high[seen].max())) if seen.any() else (0, 0))
+            bounds.append((tuple(int(v) for v in low), tuple(int(v) for v in high)))
+        object.__setattr__(self, "bounds", tuple(bounds))
+        object.__setattr__(self, "extent", tuple(extent))
+
+    def _window(self) -> list[tuple[int, int]]:
+        if self.extent is None:
+            return [(0, n) for n in self.input_size]
+        try:
+            window = [(int(lo), int(hi)) for lo, hi in self.extent]
+        except (TypeError, ValueError):
+            window = None
+        if window is None or len(window) != len(self.size):
+            raise ValueError(
+                f"Expected `extent` to hold one (low, high) pair per spatial axis "
+                f"({len(self.size)}). Received: extent={self.extent!r}."
+            )
+        return [
+            (min(max(lo, 0), n), min(max(hi, 0), n))
+            for (lo, hi), n in zip(window, self.input_size, strict=True)
+        ]
+
+    def _nominal_bounds(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for size, stride, start, m in zip(
+            self.size, self.stride, self.start, self.map_size, strict=True
+        ):
+            low = start + np.arange(m, dtype=np.int64) * stride
+            out.append((low, low + size))
+        return out
+
+    def _checked_bounds(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        try:
+            pairs = [(np.asarray(lo, np.int64), np.asarray(hi, np.int64)) for lo, hi in self.bounds]
+        except (TypeError, ValueError):
+            pairs = None
+        if pairs is None or len(pairs) != len(self.size):
+            raise ValueError(
+                f"Expected `bounds` to hold one (lows, highs) pair per spatial axis "
+                f"({len(self.size)}). Received: bounds of type {type(self.bounds).__name__}."
+            )
+        for axis, ((low, high), m, n) in enumerate(
+            zip(pairs, self.map_size, self.input_size, strict=True)
+        ):
+            ok = low.shape == high.shape == (m,)
+            ok = ok and bool((low >= 0).all() and (high <= n).all() and (low <= high).all())
+            if not ok:
+                raise ValueError(
+                    f"Expected `bounds` on axis {axis} to be {m} (low, high) pairs with "
+                    f"0 <= low <= high <= {n}. Received: lows={low.tolist()}, "
+                    f"highs={high.tolist()}."
+                )
+            out.append((low, high))
+        return out
 
     @property
     def ndim(self) -> int:
@@ -110,22 +221,21 @@ class ReceptiveField:
         return tuple(int(i) for i in index)
 
     def box(self, *index: int) -> tuple[int, ...]:
-        """The unit's field clipped to the input: ``(top, left, bottom, right)`` for 2D.
+        """The input pixels unit ``index`` can see: ``(top, left, bottom, right)`` for 2D.
 
-        Bottom and right are exclusive. For other ranks: all lower bounds, then all upper ones.
+        Bottom and right are exclusive; the box is empty (low == high on some axis) for a unit
+        that reads only padding. For other ranks: all lower bounds, then all upper ones.
+
+        Raises:
+            ValueError: ``index`` does not give one in-range integer per spatial axis.
         """
         index = self._check_index(index)
-        lows, highs = [], []
-        for i, size, stride, start, n in zip(
-            index, self.size, self.stride, self.start, self.input_size, strict=True
-        ):
-            low = start + i * stride
-            lows.append(min(max(low, 0), n))
-            highs.append(min(max(low + size, 0), n))
+        lows = tuple(low[i] for i, (low, _) in zip(index, self.bounds, strict=True))
+        highs = tuple(high[i] for i, (_, high) in zip(index, self.bounds, strict=True))
         return (*lows, *highs)
 
     def center(self, *index: int) -> tuple[float, ...]:
-        """The unit's field centre ``(y, x)`` in input pixel coordinates, not clipped."""
+        """The centre ``(y, x)`` of the unit's nominal field in input pixels, not clipped."""
         index = self._check_index(index)
         return tuple(
             float(start + i * stride + (size - 1) / 2)
@@ -135,11 +245,12 @@ class ReceptiveField:
         )
 
     def intervals(self, axis: int) -> tuple[np.ndarray, np.ndarray]:
-        """Clipped ``(low, high)`` int arrays over all units along ``axis`` (high exclusive)."""
-        units = np.arange(self.map_size[axis])
-        low = self.start[axis] + units * self.stride[axis]
-        n = self.input_size[axis]
-        return np.clip(low, 0, n), np.clip(low + self.size[axis], 0, n)
+        """``(low, high)`` int64 arrays over all units along ``axis`` (high exclusive).
+
+        The units' boxes along that axis (:attr:`bounds` as arrays).
+        """
+        low, high = self.bounds[axis]
+        return np.array(low, np.int64), np.array(high, np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,28 +258,37 @@ class ReceptiveField:
 
 
 @functools.lru_cache(maxsize=64)
-def _coverage(rf: ReceptiveField) -> tuple[tuple[tuple[np.ndarray, np.ndarray], ...], np.ndarray]:
-    """Per axis, the range ``[first, last)`` of units covering each input pixel; and the counts.
+def _coverage(rf: ReceptiveField) -> tuple[tuple, np.ndarray]:
+    """Per axis, how to sum the units covering each input pixel; and the covering counts.
 
     Fields are boxes, so pixel ``(y, x)`` is covered by unit ``(i, j)`` exactly when row ``y``
-    is covered by ``i`` and column ``x`` by ``j``: coverage factorizes per axis. Along an axis,
-    clipped field bounds never decrease with the unit index, so the units covering a pixel are
-    a contiguous range, and the sum of their values is a difference of two prefix sums.
+    is covered by ``i`` and column ``x`` by ``j``: coverage factorizes per axis. Where the
+    units' bounds never decrease along an axis (always, except where a dilated kernel skips
+    border pixels), the units covering a pixel are a contiguous range ``[first, last)`` and
+    their sum is a difference of two prefix sums: ``("range", first, last)``. Elsewhere the
+    axis is summed with its ``(pixels, units)`` 0/1 coverage matrix: ``("matrix", a)``.
     """
-    ranges, per_axis = [], []
+    plans, per_axis = [], []
     for axis in range(rf.ndim):
         low, high = rf.intervals(axis)
         pixels = np.arange(rf.input_size[axis])
-        first = np.searchsorted(high, pixels, side="right")  # first unit ending after the pixel
-        last = np.searchsorted(low, pixels, side="right")  # units starting at or before it
-        last = np.maximum(last, first)
-        for arr in (first, last):
+        if (np.diff(low) >= 0).all() and (np.diff(high) >= 0).all():
+            first = np.searchsorted(high, pixels, side="right")  # first unit ending after it
+            last = np.searchsorted(low, pixels, side="right")  # units starting at or before it
+            last = np.maximum(last, first)
+            plan = ("range", first, last)
+            count = last - first
+        else:
+            matrix = ((low <= pixels[:, None]) & (pixels[:, None] < high)).astype(np.float64)
+            plan = ("matrix", matrix)
+            count = matrix.sum(axis=1)
+        for arr in plan[1:]:
             arr.setflags(write=False)
-        ranges.append((first, last))
-        per_axis.append((last - first).astype(np.float64))
+        plans.append(plan)
+        per_axis.append(count.astype(np.float64))
     counts = functools.reduce(np.multiply.outer, per_axis)
     counts.setflags(write=False)
-    return tuple(ranges), counts
+    return tuple(plans), counts
 
 
 @functools.lru_cache(maxsize=64)
@@ -227,7 +347,8 @@ def backproject(
     field, and average over the units that cover each pixel", computed separably (the units
     covering a pixel form a box of units, summed by prefix sums along each axis) in O(n * H * W)
     time and memory; nothing of size H * W * h * w is allocated. Pixels that no unit covers
-    (possible with ``valid`` padding and a stride larger than the field) get ``fill``.
+    get ``fill``: rows a strided ``valid`` layer never reads, pixels a ``Cropping`` layer
+    removed, and gaps where the stride is larger than the field.
 
     Args:
         values: maps shaped ``(h, w)``, ``(n, h, w)`` or ``(n, h, w, c)`` for a 2D layer (one
@@ -256,23 +377,21 @@ def backproject(
         )
     if not batched:
         x = x[None]
-    ranges, _ = _coverage(rf)
-    d = rf.ndim
-    # integral image: a zero row/column first, then prefix sums along every spatial axis.
-    shape = list(x.shape)
-    for ax in range(1, d + 1):
-        shape[ax] += 1
-    prefix = np.zeros(shape, np.float64)
-    prefix[(slice(None),) + (slice(1, None),) * d] = x
-    for ax in range(1, d + 1):
-        np.cumsum(prefix, axis=ax, out=prefix)
-    # the units covering pixel p along an axis are [first[p], last[p]): difference of prefixes
-    for ax, (first, last) in enumerate(ranges, start=1):
-        prefix = np.take(prefix, last, axis=ax) - np.take(prefix, first, axis=ax)
+    plans, _ = _coverage(rf)
+    summed = x.astype(np.float64)
+    for ax, plan in enumerate(plans, start=1):
+        if plan[0] == "range":
+            # a zero first, then prefix sums: the units [first, last) sum to a difference
+            pad = [(0, 0)] * summed.ndim
+            pad[ax] = (1, 0)
+            prefix = np.cumsum(np.pad(summed, pad), axis=ax)
+            summed = np.take(prefix, plan[2], axis=ax) - np.take(prefix, plan[1], axis=ax)
+        else:
+            summed = np.moveaxis(np.tensordot(plan[1], summed, axes=([1], [ax])), 0, ax)
     inverse, uncovered = _inverse(rf)
     if channels:
         inverse, uncovered = inverse[..., None], uncovered[..., None]
-    out = (prefix * inverse).astype(np.float32)
+    out = (summed * inverse).astype(np.float32)
     if fill != 0 and uncovered.any():
         out = np.where(uncovered, np.float32(fill), out)
     return out if batched else out[0]
@@ -296,14 +415,17 @@ def backproject_tf(
     x = tf.cast(values, tf.float64)
     if not batched:
         x = x[None]
-    ranges, _ = _coverage(rf)
-    d = rf.ndim
+    plans, _ = _coverage(rf)
     rank = len(x.shape)
-    x = tf.pad(x, [[0, 0]] + [[1, 0]] * d + [[0, 0]] * (rank - 1 - d))
-    for ax in range(1, d + 1):
-        x = tf.cumsum(x, axis=ax)
-    for ax, (first, last) in enumerate(ranges, start=1):
-        x = tf.gather(x, last, axis=ax) - tf.gather(x, first, axis=ax)
+    for ax, plan in enumerate(plans, start=1):
+        if plan[0] == "range":
+            pad = [[0, 0]] * rank
+            pad[ax] = [1, 0]
+            prefix = tf.cumsum(tf.pad(x, pad), axis=ax)
+            x = tf.gather(prefix, plan[2], axis=ax) - tf.gather(prefix, plan[1], axis=ax)
+        else:
+            moved = tf.tensordot(tf.constant(plan[1], tf.float64), x, axes=[[1], [ax]])
+            x = tf.transpose(moved, [*range(1, ax + 1), 0, *range(ax + 1, rank)])
     inverse, uncovered = _inverse(rf)
     if channels:
         inverse, uncovered = inverse[..., None], uncovered[..., None]
@@ -395,14 +517,116 @@ def crop_to_receptive_field(
 # ---------------------------------------------------------------------------------------------
 # Receptive fields by walking the graph
 
+_BIG = np.iinfo(np.int64).max
+
+
+class _Axis:
+    """One spatial axis of a field: nominal ``(size, stride, start)`` and every unit's exact
+    bounding interval ``[low[i], high[i])`` in input pixels (``low == high``: sees nothing)."""
+
+    __slots__ = ("size", "stride", "start", "low", "high")
+
+    def __init__(self, size: int, stride: int, start: int, low, high):
+        self.size, self.stride, self.start = int(size), int(stride), int(start)
+        self.low = np.asarray(low, np.int64)
+        self.high = np.asarray(high, np.int64)
+
+    @classmethod
+    def identity(cls, n: int) -> _Axis:
+        units = np.arange(n, dtype=np.int64)
+        return cls(1, 1, 0, units, units + 1)
+
+    @property
+    def units(self) -> int:
+        return len(self.low)
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, _Axis)
+            and (self.size, self.stride, self.start) == (other.size, other.stride, other.start)
+            and np.array_equal(self.low, other.low)
+            and np.array_equal(self.high, other.high)
+        )
+
+    __hash__ = None
+
+
+def _fill_empty(low, high, empty):
+    """Gives units that see nothing an empty interval, placed where it keeps the bounds sorted
+    if they are (back-projection then sums contiguous ranges of units)."""
+    if empty.any():
+        low, high = low.copy(), high.copy()
+        if empty.all():
+            low[:], high[:] = 0, 0
+        else:
+            before = np.maximum.accumulate(np.where(empty, -_BIG, high))
+            place = np.where(before == -_BIG, low[~empty][0], before)
+            low[empty], high[empty] = place[empty], place[empty]
+    return low, high
+
+
+def _slide(prev: _Axis, taps, stride: int, offset: int, m_out: int, path: str) -> _Axis:
+    """A sliding window over ``prev``'s units: output unit ``i`` reads input units
+    ``offset + i * stride + t`` for ``t`` in ``taps`` (sorted, ``taps[0] == 0``); those
+    outside the map are padding. Convolutions, pooling, padding, cropping and measured layers
+    are all this. Nominally the field grows by ``taps[-1]`` input strides (Araujo et al.)."""
+    taps = np.asarray(taps, np.int64)
+    j = offset + np.arange(m_out, dtype=np.int64)[:, None] * stride + taps[None, :]
+    jc = np.clip(j, 0, prev.units - 1)
+    valid = (j >= 0) & (j < prev.units) & (prev.high > prev.low)[jc]
+    low = np.where(valid, prev.low[jc], _BIG).min(axis=1)
+    high = np.where(valid, prev.high[jc], -_BIG).max(axis=1)
+    low, high = _fill_empty(low, high, ~valid.any(axis=1))
+    return _Axis(
+        prev.size + int(taps[-1]) * prev.stride,
+        prev.stride * stride,
+        prev.start + offset * prev.stride,
+        low,
+        high,
+    )
+
+
+def _union_axes(axes: list[_Axis], axis: int, path: str) -> _Axis:
+    """Each unit sees what it sees through any branch (Add, Concatenate, ...)."""
+    strides = {a.stride for a in axes}
+    if len(strides) == 1:
+        low = min(a.start for a in axes)
+        high = max(a.start + a.size for a in axes)
+        nominal = (high - low, strides.pop(), low)
+    else:
+        # a global branch (stride 0) that covers every other branch's units dominates
+        flat = [a for a in axes if a.stride == 0]
+        low = min((a.start for a in flat), default=0)
+        high = max((a.start + a.size for a in flat), default=0)
+        covered = all(
+            a.stride == 0
+            or (low <= a.start and a.start + (a.units - 1) * a.stride + a.size <= high)
+            for a in axes
+        )
+        if not flat or not covered:
+            raise _TraceError(
+                f"layer {path!r} merges branches with different strides {sorted(strides)} "
+                f"on spatial axis {axis}, so its units' fields are not evenly spaced"
+            )
+        nominal = (high - low, 0, low)
+    lows = np.stack([a.low for a in axes])
+    highs = np.stack([a.high for a in axes])
+    seen = highs > lows
+    low = np.where(seen, lows, _BIG).min(axis=0)
+    high = np.where(seen, highs, -_BIG).max(axis=0)
+    low, high = _fill_empty(low, high, ~seen.any(axis=0))
+    return _Axis(*nominal, low, high)
+
 
 class _Flow:
     """What flows through the walk in place of a tensor.
 
-    ``geo`` holds ``(size, stride, start)`` per spatial axis, or None for a global field (every
-    unit sees the whole input). ``spec`` is the symbolic tensor with the value's shape,
-    ``sources`` the model inputs the field refers to, ``error`` why no field exists (the
-    error travels on, and is raised only when a layer that depends on it is asked for).
+    ``geo`` holds one :class:`_Axis` per spatial axis, or None for a global field (every unit
+    sees the whole input). The spatial axes are the tensor's axes ``1 .. len(geo)``; any axes
+    after them (usually one channel axis, none after a channel is indexed away, as in
+    ``preprocess_input``) are not spatial. ``spec`` is the symbolic tensor with the value's
+    shape, ``sources`` the model inputs the field refers to, ``error`` why no field exists
+    (the error travels on, and is raised only when a layer that depends on it is asked for).
     """
 
     __slots__ = ("geo", "spec", "sources", "error")
@@ -415,11 +639,22 @@ class _Flow:
 
     @property
     def spatial(self) -> tuple:
+        if self.geo is not None:
+            return tuple(self.spec.shape[1 : 1 + len(self.geo)])
         return tuple(self.spec.shape[1:-1])
+
+    @property
+    def channels_last(self) -> bool:
+        """Spatial axes followed by exactly one channel axis: what Keras layers expect."""
+        return self.geo is None or len(self.spec.shape) == len(self.geo) + 2
 
 
 class _TraceError(Exception):
     pass
+
+
+class _Unclear(Exception):
+    """A measurement that found no consistent geometry (it may be retried with more draws)."""
 
 
 def _layer_types(*names: str) -> tuple[type, ...]:
@@ -528,33 +763,27 @@ def _op_name(layer: Any) -> str | None:
     return cls.__name__
 
 
-def _same_pad_before(n: int | None, k_eff: int, s: int, path: str) -> int:
+def _same_pad_before(n: int, k_eff: int, s: int) -> int:
     """TensorFlow's ``same`` padding puts the odd pixel at the end (bottom/right)."""
-    if n is None:
-        raise _TraceError(
-            f"layer {path!r} uses 'same' padding on an axis of unknown size; pass "
-            "`input_size=` to receptive_field"
-        )
     total = max(k_eff - s, 0) if n % s == 0 else max(k_eff - n % s, 0)
     return total // 2
 
 
-def _sliding(flow: _Flow, path: str, kernel, strides, dilation, padding) -> tuple:
-    if flow.geo is None:
-        return None
+def _sliding(flow: _Flow, path: str, out_spatial, kernel, strides, dilation, padding) -> tuple:
     geo = []
-    for axis, (size, stride, start) in enumerate(flow.geo):
+    for axis, (prev, n, m) in enumerate(zip(flow.geo, flow.spatial, out_spatial, strict=True)):
         k_eff = dilation[axis] * (kernel[axis] - 1) + 1
         s = strides[axis]
         if padding == "valid":
             before = 0
         elif padding == "same":
-            before = _same_pad_before(flow.spatial[axis], k_eff, s, path)
+            before = _same_pad_before(n, k_eff, s)
         elif padding == "causal":
             before = k_eff - 1
         else:
             raise _TraceError(f"layer {path!r} has unknown padding {padding!r}")
-        geo.append((size + (k_eff - 1) * stride, stride * s, start - before * stride))
+        taps = np.arange(kernel[axis]) * dilation[axis]
+        geo.append(_slide(prev, taps, s, -before, m, path))
     return tuple(geo)
 
 
@@ -571,18 +800,9 @@ def _union(flows: list[_Flow], path: str) -> tuple | None:
     first = flows[0].geo
     if any(len(f.geo) != len(first) for f in flows):
         raise _TraceError(f"layer {path!r} merges inputs with different numbers of spatial axes")
-    geo = []
-    for axis in range(len(first)):
-        strides = {f.geo[axis][1] for f in flows}
-        if len(strides) > 1:
-            raise _TraceError(
-                f"layer {path!r} merges branches with different strides {sorted(strides)} "
-                f"on spatial axis {axis}, so its units' fields are not evenly spaced"
-            )
-        low = min(f.geo[axis][2] for f in flows)
-        high = max(f.geo[axis][2] + f.geo[axis][0] for f in flows)
-        geo.append((high - low, strides.pop(), low))
-    return tuple(geo)
+    return tuple(
+        _union_axes([f.geo[axis] for f in flows], axis, path) for axis in range(len(first))
+    )
 
 
 def _is_gate(flow: _Flow, out_spatial: tuple) -> bool:
@@ -612,23 +832,83 @@ def _merge(layer, path: str, flows: list[_Flow], out_spatial: tuple, gating: boo
     return _union(flows, path), flows
 
 
-def _geometry(layer, path: str, flows: list[_Flow], out_spatial: tuple):
+def _keep(flow: _Flow, path: str, out_spatial: tuple):
+    if flow.geo is not None and flow.spatial != out_spatial:
+        raise _TraceError(
+            f"layer {path!r} changes the spatial shape from {flow.spatial} to {out_spatial}"
+        )
+    return flow.geo
+
+
+def _full_slice(k) -> bool:
+    return isinstance(k, slice) and k.start is None and k.stop is None and k.step in (None, 1)
+
+
+def _indexes_channels_only(key, rank: int, d: int) -> bool:
+    """True when ``x[key]`` leaves the batch and the ``d`` spatial axes whole."""
+    key = key if isinstance(key, tuple) else (key,)
+    ellipses = [i for i, k in enumerate(key) if k is Ellipsis]
+    if len(ellipses) > 1 or any(k is None for k in key):
+        return False
+    if ellipses:
+        i = ellipses[0]
+        key = key[:i] + (slice(None),) * (rank - len(key) + 1) + key[i + 1 :]
+    key = key + (slice(None),) * (rank - len(key))
+    return len(key) == rank and all(_full_slice(k) for k in key[: 1 + d])
+
+
+def _op_geometry(name: str, layer, path: str, args, live, flows, out_shape, d):
+    """Rules for operations recorded in a functional graph; None where there is none."""
+    out_spatial = tuple(out_shape[1 : 1 + d])
+    rank = len(out_shape)
+    same_rank = all(len(f.spec.shape) == rank for f in live)
+    if name in _OP_MERGE and same_rank:
+        return _merge(layer, path, flows, out_spatial, gating=name == "Multiply")
+    if name in _OP_ELEMENTWISE and len(flows) == 1 and same_rank:
+        return _keep(flows[0], path, out_spatial), flows
+    if name in ("Concatenate", "Stack"):
+        axis = getattr(layer, "axis", 0)
+        axis = axis + rank if axis < 0 else axis
+        if axis > d and all(f.spatial == out_spatial for f in live):
+            return _merge(layer, path, flows, out_spatial, gating=False)
+    if name == "GetItem" and len(args) == 2 and len(flows) == 1:
+        if _indexes_channels_only(args[1], len(flows[0].spec.shape), d):
+            return _keep(flows[0], path, out_spatial), flows
+    return None
+
+
+def _geometry(layer, path: str, args: tuple, kwargs: dict, flows: list[_Flow], out):
     """The output field of one leaf layer; returns ``(geo, flows_it_depends_on)``."""
+    live = [f for f in flows if f.geo is not None]
+    if not live:
+        return None, flows
+    d = len(live[0].geo)
+    if any(len(f.geo) != d for f in live):
+        raise _TraceError(f"layer {path!r} combines inputs with different numbers of spatial axes")
+    out_shape = tuple(out.shape)
+    if len(out_shape) < 1 + d:  # no spatial axes left: global pooling, a reduction, ...
+        return None, flows
+    out_spatial = tuple(out_shape[1 : 1 + d])
     name = _op_name(layer)
     if name is not None:
-        if name in _OP_MERGE:
-            return _merge(layer, path, flows, out_spatial, gating=name == "Multiply")
-        if name == "Concatenate" and getattr(layer, "axis", None) in (-1, len(out_spatial) + 1):
-            return _merge(layer, path, flows, out_spatial, gating=False)
-        if name in _OP_ELEMENTWISE and len(flows) == 1:
-            return _keep(flows[0], path, out_spatial), flows
-        raise _TraceError(
-            f"layer {path!r} of type {type(layer).__name__} is an operation whose receptive "
-            "field is not known"
-        )
-    data_format = getattr(layer, "data_format", "channels_last")
-    if data_format == "channels_first":
+        found = _op_geometry(name, layer, path, args, live, flows, out_shape, d)
+        if found is not None:
+            return found
+    elif isinstance(layer, _GLOBAL):
+        return None, flows
+    aligned = all(f.channels_last for f in live)
+    if aligned and len(out_shape) == d + 1 and any(f.spatial != out_spatial for f in live):
+        return None, flows  # (batch, h, w, c) -> (batch, features, ...): not a spatial map
+    if name is not None:
+        return _measured(layer, path, args, kwargs, flows, out)
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
         raise _TraceError(f"layer {path!r} uses data_format='channels_first'")
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return _time_distributed(layer, path, flows, live)
+    known = _MERGE + _TRANSPOSED + _RESAMPLING + _CONV + _POOL + _PADDING + _CROPPING
+    known += _POSITION_WISE + (keras.layers.Reshape,)
+    if not isinstance(layer, known) or not aligned or len(out_shape) != d + 2:
+        return _measured(layer, path, args, kwargs, flows, out)
     if isinstance(layer, _MERGE):
         return _merge(
             layer, path, flows, out_spatial, gating=isinstance(layer, keras.layers.Multiply)
@@ -642,40 +922,394 @@ def _geometry(layer, path: str, flows: list[_Flow], out_spatial: tuple):
             "fields are not evenly spaced at an integer stride"
         )
     if isinstance(layer, _CONV):
-        return _sliding(
-            flow, path, layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding
-        ), flows
-    if isinstance(layer, _POOL):
-        d = len(layer.pool_size)
-        return _sliding(flow, path, layer.pool_size, layer.strides, (1,) * d, layer.padding), flows
-    if isinstance(layer, _GLOBAL):
-        return None, flows
-    if isinstance(layer, _PADDING + _CROPPING):
-        if flow.geo is None:
-            return None, flows
-        padding = isinstance(layer, _PADDING)
-        amounts = _pairs(layer.padding if padding else layer.cropping, len(flow.geo))
-        sign = -1 if padding else 1
-        geo = tuple(
-            (size, stride, start + sign * before * stride)
-            for (size, stride, start), (before, _) in zip(flow.geo, amounts, strict=True)
+        geo = _sliding(
+            flow,
+            path,
+            out_spatial,
+            layer.kernel_size,
+            layer.strides,
+            layer.dilation_rate,
+            layer.padding,
         )
         return geo, flows
-    if isinstance(layer, keras.layers.Reshape) and flow.geo is None:
-        return None, flows
-    if isinstance(layer, _POSITION_WISE + (keras.layers.Reshape,)):
-        return _keep(flow, path, out_spatial), flows
+    if isinstance(layer, _POOL):
+        ones = (1,) * len(layer.pool_size)
+        geo = _sliding(flow, path, out_spatial, layer.pool_size, layer.strides, ones, layer.padding)
+        return geo, flows
+    if isinstance(layer, _PADDING + _CROPPING):
+        padding = isinstance(layer, _PADDING)
+        amounts = _pairs(layer.padding if padding else layer.cropping, d)
+        sign = -1 if padding else 1
+        geo = tuple(
+            _slide(prev, [0], 1, sign * before, m, path)
+            for prev, (before, _), m in zip(flow.geo, amounts, out_spatial, strict=True)
+        )
+        return geo, flows
+    return _keep(flow, path, out_spatial), flows
+
+
+def _time_distributed(layer, path: str, flows: list[_Flow], live: list[_Flow]):
+    """``TimeDistributed(inner)``: axis 1 (time) keeps its field, and the spatial axes after
+    it take the inner layer's geometry, found by its own rule or measured."""
+    if len(flows) != 1 or not live[0].channels_last:
+        raise _TraceError(
+            f"layer {path!r} of type TimeDistributed expects one (batch, time, ..., channels) input"
+        )
+    (flow,) = flows
+    time, rest = flow.geo[0], flow.geo[1:]
+    inner = layer.layer
+    shape = tuple(flow.spec.shape)
+    spec = keras.KerasTensor((shape[0], *shape[2:]), dtype=flow.spec.dtype)
+    if not rest:  # (batch, time, features): the inner layer maps each step's vector
+        return (time,), flows
+    inner_flow = _Flow(rest, spec, flow.sources)
+    try:
+        inner_out = keras.tree.flatten(inner.compute_output_spec(spec))[0]
+    except Exception as exc:
+        raise _TraceError(f"the output shape of layer {path!r} is unknown ({exc})") from exc
+    geo, _ = _geometry(inner, f"{path}/{inner.name}", (inner_flow,), {}, [inner_flow], inner_out)
+    if geo is None or len(geo) != len(rest):
+        raise _TraceError(
+            f"layer {path!r} wraps {type(inner).__name__}, whose output has no spatial axes: "
+            "the time axis alone has no field"
+        )
+    return (time, *geo), flows
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured geometry: layers without a rule
+
+# layer -> {(input shapes, dtypes, output shape): per-input local geometry, or an error}
+_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_DRAWS = (2, 16)  # random inputs per probe; more only when the first try is unclear
+_PROBE_BYTES = 1 << 27  # float64 working set of one probe chunk
+
+
+def _measured(layer, path: str, args: tuple, kwargs: dict, flows: list[_Flow], out):
+    """The field after a layer without a rule, from its measured geometry (see
+    :func:`_measure`), composed with each spatial input's field as a convolution would."""
+    live = [f for f in flows if f.geo is not None]
+    d = len(live[0].geo)
+    out_spatial = tuple(out.shape[1 : 1 + d])
+    if any(s is None for s in out_spatial):
+        raise _TraceError(f"layer {path!r} has an unknown output size {out_spatial}")
+    # gates (global or 1x1 inputs broadcast over the map) are channel weighting, as for Multiply
+    targets = [f for f in live if not _is_gate(f, out_spatial)] or live
+    local = _cached_measure(layer, path, args, kwargs, flows, targets, out)
+    used, branches = [], []
+    for flow, geometry in zip(targets, local, strict=True):
+        if geometry is None:  # the output does not depend on this input at all
+            continue
+        used.append(flow)
+        branches.append(
+            tuple(
+                _slide(prev, taps, stride, offset, m, path)
+                for prev, (stride, offset, taps), m in zip(
+                    flow.geo, geometry, out_spatial, strict=True
+                )
+            )
+        )
+    if not branches:
+        raise _TraceError(
+            f"layer {path!r} of type {type(layer).__name__} has no known receptive-field rule, "
+            "and its output does not depend on its spatial inputs"
+        )
+    geo = tuple(_union_axes([b[axis] for b in branches], axis, path) for axis in range(d))
+    return geo, used
+
+
+def _cached_measure(layer, path, args, kwargs, flows, targets, out):
+    key = (
+        tuple((tuple(f.spec.shape[1:]), str(f.spec.dtype)) for f in flows),
+        tuple(flows.index(t) for t in targets),
+        tuple(out.shape[1:]),
+    )
+    try:
+        per_layer = _MEASURED.setdefault(layer, {})
+    except TypeError:  # not weakly referenceable: measure every time
+        per_layer = {}
+    if key not in per_layer:
+        try:
+            per_layer[key] = _measure(layer, path, args, kwargs, flows, targets, out)
+        except _TraceError as exc:
+            per_layer[key] = (path, str(exc))
+    found = per_layer[key]
+    if isinstance(found, tuple):  # an error, measured when the layer was reached as `first`
+        first, message = found
+        raise _TraceError(message.replace(repr(first), repr(path)))
+    return found
+
+
+def _measure(layer, path, args, kwargs, flows, targets, out) -> list:
+    """Measures how each output position of ``layer`` depends on each target input.
+
+    The layer runs alone on random float64 inputs (Keras layers cast them to their compute
+    dtype) of its actual input shape. One batched gradient gives the Jacobian support of a
+    few dozen output positions (corners, borders, centre, crossings of the axes), each from
+    a couple of random inputs whose supports are united (a ReLU can zero a gradient at one
+    point, not at all of them). Per spatial axis, :func:`_fit_axis` then finds a stride,
+    offset and tap pattern that explain every probed unit, border units clipped as by
+    ``same`` padding, and the units that the fit says touch the border are probed and
+    checked too. When a try is unclear it is repeated with more random inputs.
+
+    Returns:
+        Per target: None if the output never depends on it, else per spatial axis
+        ``(stride, offset, taps)``. Stride 0 marks an axis along which every unit depends
+        on the whole input (attention, a global mean broadcast back): a global axis.
+
+    Raises:
+        _TraceError: the layer cannot run alone, or no geometry explains its dependence.
+    """
+    d = len(targets[0].geo)
+    m_out = tuple(int(s) for s in out.shape[1 : 1 + d])
+    reason = ""
+    for draws in _DRAWS:
+        try:
+            return _measure_once(layer, path, args, kwargs, flows, targets, m_out, draws)
+        except _Unclear as exc:
+            reason = str(exc)
     raise _TraceError(
-        f"layer {path!r} of type {type(layer).__name__} has no known receptive-field rule"
+        f"layer {path!r} of type {type(layer).__name__} has no known receptive-field rule, and "
+        f"its measured input dependence is not translation-equivariant: {reason}"
     )
 
 
-def _keep(flow: _Flow, path: str, out_spatial: tuple):
-    if flow.geo is not None and flow.spatial != out_spatial:
-        raise _TraceError(
-            f"layer {path!r} changes the spatial shape from {flow.spatial} to {out_spatial}"
+def _probe_positions(m_out: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Corners, the centre, units along each axis through the centre, and mixed positions."""
+    mids = [m // 2 for m in m_out]
+    per_axis = []
+    for m in m_out:
+        picks = (0, 1, 2, m // 4, m // 2 - 1, m // 2, m // 2 + 1, (3 * m) // 4, m - 3, m - 2, m - 1)
+        per_axis.append(sorted({i for i in picks if 0 <= i < m}))
+    positions = [tuple(mids)]
+    for axis, picks in enumerate(per_axis):
+        for i in picks:
+            positions.append(tuple(i if a == axis else mids[a] for a in range(len(m_out))))
+    positions += list(itertools.product(*[(0, m - 1) for m in m_out]))
+    longest = max(len(p) for p in per_axis)
+    for t in range(longest):
+        positions.append(tuple(p[(t * (a + 1)) % len(p)] for a, p in enumerate(per_axis)))
+    return list(dict.fromkeys(positions))
+
+
+def _measure_once(layer, path, args, kwargs, flows, targets, m_out, draws) -> list:
+    d = len(m_out)
+    positions = _probe_positions(m_out)
+    supports = _supports(layer, path, args, kwargs, flows, targets, positions, draws)
+    index = np.array(positions)
+    fits = []
+    for t, flow in enumerate(targets):
+        seen = supports[t][0].any(axis=1)  # a unit that sees nothing sees nothing on any axis
+        if not seen.any():
+            fits.append(None)
+            continue
+        fit = [
+            _fit_axis(index[seen], axis, supports[t][axis][seen], m_out[axis], flow.spatial[axis])
+            for axis in range(d)
+        ]
+        _check(fit, positions, supports[t], flow.spatial)
+        fits.append(fit)
+    # every unit the fits place on a border, probed and checked (others at the centre)
+    mids = [m // 2 for m in m_out]
+    probed = [set(index[:, axis].tolist()) for axis in range(d)]
+    extra = set()
+    for fit, flow in zip(fits, targets, strict=True):
+        for axis, (stride, offset, taps) in enumerate(fit or []):
+            if stride == 0:
+                continue
+            first = offset + np.arange(m_out[axis]) * stride
+            border = (first < 0) | (first + taps[-1] >= flow.spatial[axis])
+            for i in np.flatnonzero(border).tolist():
+                if i not in probed[axis]:
+                    extra.add(tuple(i if a == axis else mids[a] for a in range(d)))
+    if extra:
+        extra = sorted(extra)
+        more = _supports(layer, path, args, kwargs, flows, targets, extra, draws)
+        for t, (fit, flow) in enumerate(zip(fits, targets, strict=True)):
+            if fit is not None:
+                _check(fit, extra, more[t], flow.spatial)
+            elif more[t][0].any():
+                raise _Unclear("the output depends on an input at some units only")
+    return [
+        None if fit is None else [(s, o, tuple(int(v) for v in taps)) for s, o, taps in fit]
+        for fit in fits
+    ]
+
+
+def _check(fit, positions, support, spatial) -> None:
+    """Raises _Unclear unless each probed unit depends on exactly the predicted positions; a
+    unit may see nothing only where its window lies wholly in the padding on some axis."""
+    d = len(fit)
+    for row, position in enumerate(positions):
+        expected = [_predict(fit[a], position[a], spatial[a]) for a in range(d)]
+        observed = [support[a][row] for a in range(d)]
+        if not observed[0].any():
+            if all(e.any() for e in expected):
+                raise _Unclear(
+                    f"unit {tuple(position)} depends on no input position, though its window "
+                    "lies inside the input"
+                )
+            continue
+        for axis in range(d):
+            if not np.array_equal(observed[axis], expected[axis]):
+                raise _Unclear(
+                    f"unit {tuple(position)} depends on input positions "
+                    f"{np.flatnonzero(observed[axis]).tolist()} along spatial axis {axis}, not "
+                    f"the {np.flatnonzero(expected[axis]).tolist()} that the other units' "
+                    "stride and offset predict"
+                )
+
+
+def _predict(fit, i: int, n: int) -> np.ndarray:
+    stride, offset, taps = fit
+    where = offset + i * stride + np.asarray(taps)
+    expected = np.zeros(n, bool)
+    expected[where[(where >= 0) & (where < n)]] = True
+    return expected
+
+
+def _fit_axis(index: np.ndarray, axis: int, support: np.ndarray, m: int, n: int):
+    """``(stride, offset, taps)`` with unit ``i`` depending on input positions ``offset + i *
+    stride + taps``, clipped to ``[0, n)``, for every probed unit along ``axis``.
+
+    Args:
+        index: ``(P, d)`` probed unit positions.
+        support: ``(P, n)`` bool, the input positions along ``axis`` each probe depends on
+            (units that see something).
+        m, n: output and input sizes along ``axis``.
+
+    Raises:
+        _Unclear: units with the same index along ``axis`` depend on different positions (the
+            axis is mixed with another), or no geometry fits.
+    """
+    seen: dict[int, np.ndarray] = {}
+    for position, row in zip(index, support, strict=True):
+        i = int(position[axis])
+        if i in seen and not np.array_equal(seen[i], row):
+            raise _Unclear(
+                f"units at index {i} along spatial axis {axis} depend on different input "
+                "positions depending on their other coordinates"
+            )
+        seen[i] = row
+    units = sorted(seen)
+    if all(seen[i].all() for i in units):  # every unit sees the whole axis
+        return (0, 0, np.arange(n)) if m > 1 else (1, 0, np.arange(n))
+    where = {i: np.flatnonzero(seen[i]) for i in units}
+    if len(units) == 1:
+        (i,) = units
+        return (1, int(where[i][0]) - i, where[i] - where[i][0])
+    strides = []
+    for a, b in itertools.combinations(units, 2):
+        for delta in (where[b][0] - where[a][0], where[b][-1] - where[a][-1]):
+            if delta > 0 and delta % (b - a) == 0:
+                strides.append(int(delta // (b - a)))
+    for stride, _ in sorted(
+        ((s, strides.count(s)) for s in set(strides)), key=lambda item: -item[1]
+    ):
+        for offset in dict.fromkeys(int(where[i][0]) - i * stride for i in reversed(units)):
+            taps = np.unique(np.concatenate([where[i] - offset - i * stride for i in units]))
+            if taps[0] < 0:
+                continue
+            fit = (stride, offset + int(taps[0]), taps - taps[0])
+            if all(np.array_equal(_predict(fit, i, n), seen[i]) for i in units):
+                return fit
+    described = ", ".join(f"unit {i}: {where[i].tolist()}" for i in units[:4])
+    raise _Unclear(
+        f"no stride and offset explain which input positions the units depend on along "
+        f"spatial axis {axis} ({described}, ...)"
+    )
+
+
+def _supports(layer, path, args, kwargs, flows, targets, positions, draws) -> list:
+    """Per target and spatial axis, ``(len(positions), n)`` bool: the input positions along
+    that axis on which each probed output position depends (for any random draw)."""
+    d = len(targets[0].geo)
+    rows = np.repeat(np.asarray(positions, np.int64), draws, axis=0)
+    shapes = [tuple(f.spec.shape[1:]) for f in flows]
+    if any(s is None for shape in shapes for s in shape):
+        raise _TraceError(f"layer {path!r} has an input of unknown shape {shapes}")
+    per_row = 8 * max(int(np.prod(s)) for s in shapes) * (4 + len(flows))
+    chunk = max(1, _PROBE_BYTES // per_row)
+    parts = [
+        _support_chunk(layer, path, args, kwargs, flows, targets, rows[i : i + chunk], d)
+        for i in range(0, len(rows), chunk)
+    ]
+    out = []
+    for t in range(len(targets)):
+        per_axis = []
+        for axis in range(d):
+            sup = np.concatenate([p[t][axis] for p in parts])
+            per_axis.append(sup.reshape(len(positions), draws, -1).any(axis=1))
+        out.append(per_axis)
+    return out
+
+
+def _support_chunk(layer, path, args, kwargs, flows, targets, rows, d):
+    if not tf.executing_eagerly():
+        # inside a tf.function trace: measure in a fresh thread, which runs eagerly (an
+        # init_scope would pause the gradient tape)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            job = pool.submit(_support_chunk, layer, path, args, kwargs, flows, targets, rows, d)
+            return job.result()
+    rng = np.random.default_rng(len(rows))
+    n_rows = len(rows)
+    kwargs = dict(kwargs)
+    if getattr(layer, "_call_has_training_arg", False) and "training" not in kwargs:
+        kwargs["training"] = False
+    index = np.concatenate([np.arange(n_rows)[:, None], rows], axis=1)
+    grads, error = None, None
+    for dtype in (tf.float64, None):  # float64 where the layer accepts it
+        values = {
+            id(f): tf.constant(
+                rng.normal(size=(n_rows, *f.spec.shape[1:])), dtype=dtype or f.spec.dtype
+            )
+            for f in flows
+        }
+        concrete = keras.tree.map_structure(
+            lambda v, values=values: values[id(v)] if isinstance(v, _Flow) else v,
+            (args, kwargs),
+            none_is_leaf=True,
         )
-    return flow.geo
+        try:
+            with tf.GradientTape() as tape:
+                for f in targets:
+                    tape.watch(values[id(f)])
+                y = keras.tree.flatten(layer(*concrete[0], **concrete[1]))[0]
+                picked = tf.gather_nd(tf.cast(y, tf.float64), index)
+                weights = tf.constant(rng.uniform(0.5, 1.5, picked.shape), tf.float64)
+                objective = tf.reduce_sum(picked * weights)
+            grads = tape.gradient(objective, [values[id(f)] for f in targets])
+            break
+        except Exception as exc:
+            error = exc
+    if grads is None:
+        raise _TraceError(
+            f"layer {path!r} of type {type(layer).__name__} has no known receptive-field "
+            f"rule, and running it alone to measure its geometry failed ({error})"
+        )
+    result = []
+    for f, g in zip(targets, grads, strict=True):
+        n = tuple(f.spatial)
+        if g is None:
+            result.append([np.zeros((n_rows, n[a]), bool) for a in range(d)])
+            continue
+        nonzero = tf.not_equal(g, 0)
+        trailing = list(range(1 + d, len(g.shape)))
+        if trailing:
+            nonzero = tf.reduce_any(nonzero, axis=trailing)
+        result.append(
+            [
+                tf.reduce_any(nonzero, axis=[1 + b for b in range(d) if b != a]).numpy()
+                if d > 1
+                else nonzero.numpy()
+                for a in range(d)
+            ]
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The walk
 
 
 def _specs(structure):
@@ -706,19 +1340,34 @@ def _flow_call(layer, path: str, args: tuple, kwargs: dict):
     except Exception as exc:  # a layer that cannot run on a symbolic input of this shape
         return _error_outputs(layer, f"the output shape of layer {path!r} is unknown ({exc})")
     specs = keras.tree.flatten(spec)
-    out_spatial = tuple(specs[0].shape[1:-1])
     try:
-        if len(specs[0].shape) < 3:
-            geo, used = None, flows
-        else:
-            geo, used = _geometry(layer, path, flows, out_spatial)
+        geo, used = _geometry(layer, path, args, kwargs, flows, specs[0])
     except _TraceError as exc:
         return _error_outputs(layer, str(exc), spec)
     sources = frozenset().union(*(f.sources for f in used))
-    return keras.tree.pack_sequence_as(spec, [_Flow(geo, s, sources) for s in specs])
+    outputs = []
+    for s in specs:
+        if geo is None or tuple(s.shape[1 : 1 + len(geo)]) == tuple(
+            specs[0].shape[1 : 1 + len(geo)]
+        ):
+            outputs.append(_Flow(geo, s, sources))
+        else:
+            message = f"output {len(outputs)} of layer {path!r} has another spatial shape"
+            outputs.append(_Flow(None, s, error=message))
+    return keras.tree.pack_sequence_as(spec, outputs)
 
 
-# model -> {input_size: {path: [flow, ...]}}; weak keys, so the cache never keeps a model alive.
+class _Table:
+    """One walk of a model at one input size: the flows per layer path, and built fields."""
+
+    __slots__ = ("records", "fields")
+
+    def __init__(self):
+        self.records: dict[str, list[_Flow]] = {}
+        self.fields: dict[str, ReceptiveField] = {}
+
+
+# model -> {input_size: _Table}; weak keys, so the cache never keeps a model alive.
 _FIELDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -747,19 +1396,27 @@ def _input_flows(model, input_size) -> list[_Flow]:
                     f"{shape}. Received: input_size={input_size}."
                 )
             shape = (shape[0], *input_size, shape[-1])
-        geo = ((1, 1, 0),) * d
-        flows.append(_Flow(geo, keras.KerasTensor(shape, dtype=ref.dtype), {index}))
+        spec = keras.KerasTensor(shape, dtype=ref.dtype)
+        if any(s is None for s in shape[1:-1]):
+            message = (
+                f"the model input {ref.name!r} has unknown spatial size {shape[1:-1]}; pass "
+                f"`input_size=` with its {d} spatial sizes"
+            )
+            flows.append(_Flow(None, spec, {index}, error=message))
+            continue
+        geo = tuple(_Axis.identity(n) for n in shape[1:-1])
+        flows.append(_Flow(geo, spec, {index}))
     return flows
 
 
-def _field_table(model, input_size) -> dict[str, list[_Flow]]:
+def _field_table(model, input_size) -> _Table:
     per_model = _FIELDS.setdefault(model, {})
     table = per_model.get(input_size)
     if table is None:
-        table = {}
+        table = _Table()
 
         def visit(layer, path, outputs):
-            table.setdefault(path, []).append(keras.tree.flatten(outputs)[0])
+            table.records.setdefault(path, []).append(keras.tree.flatten(outputs)[0])
 
         run_graph(model, _input_flows(model, input_size), _flow_call, visit=visit)
         per_model[input_size] = table
@@ -772,23 +1429,41 @@ def receptive_field(
     """The exact receptive field of the units of ``layer``, in input pixels.
 
     Derived by walking the model's graph (nested models included) with a field in place of
-    each tensor. Convolutions (any subclass of Keras' Conv/Depthwise/Separable layers) and
-    pooling follow their kernel, stride, dilation and padding, with TensorFlow's asymmetric
-    ``same`` padding (the odd pixel goes to the bottom/right); ZeroPadding and Cropping shift
-    the field; normalization, activations, Dropout, Rescaling and Dense on a spatial tensor
-    keep it; Add/Concatenate/Average/Maximum/Subtract take the union of their branches; a
-    Multiply by a global or 1x1 branch (squeeze-and-excitation) is channel weighting and is
-    ignored; global pooling, Flatten and anything without spatial axes give a global field.
-    Transposed convolutions, upsampling and unknown layers raise a ValueError naming the layer.
+    each tensor, carrying per spatial axis the nominal size, stride and start (Araujo et al.)
+    and every unit's exact input interval. Convolutions (any subclass of Keras'
+    Conv/Depthwise/Separable layers) and pooling follow their kernel, stride, dilation and
+    padding, with TensorFlow's asymmetric ``same`` padding (the odd pixel goes to the
+    bottom/right); ZeroPadding and Cropping shift the field, and padding never reaches over
+    cropped pixels; normalization, activations, Dropout, Rescaling and Dense on a spatial
+    tensor keep it; Add/Concatenate/Average/Maximum/Subtract take the union of their branches;
+    a Multiply by a global or 1x1 branch (squeeze-and-excitation) is channel weighting and is
+    ignored; indexing, stacking and concatenating on the channel axis keep the field;
+    ``TimeDistributed`` keeps the time axis and applies the wrapped layer's geometry to the
+    axes after it; global pooling, Flatten and anything without spatial axes give a global
+    field. Any other layer or operation has its geometry measured from its Jacobian (see the
+    module docstring); one whose output depends on its whole input gets a global field along
+    that axis. Measurements are cached per layer and input shape, and the walk per model and
+    input size.
 
     Args:
         model: a Sequential or functional model, with a single spatial input (or a layer that
-            depends on only one of several inputs).
+            depends on only one of several inputs). Spatial axes are the input's axes between
+            the batch and the last (channel) axis: ``(h, w)`` for images, ``(t, h, w)`` for
+            video, ``(length,)`` for Conv1D.
         layer: a name, ``"outer/inner"`` path, index or Layer object.
         input_size: the spatial input size, for models built with unknown (None) sizes.
 
     Returns:
-        A :class:`ReceptiveField`; ``box(i, j)`` gives unit ``(i, j)``'s clipped input box.
+        A :class:`ReceptiveField`; ``box(i, j)`` gives unit ``(i, j)``'s input box.
+
+    Raises:
+        ValueError: the layer is not in the model or not reached from its inputs; it
+            depends on several spatial inputs or none; the input size is unknown and
+            ``input_size`` not given; or a layer on the way has no field: transposed
+            convolutions and resampling, a merge of branches with different strides, and a
+            measured layer that is not translation-equivariant. The message names the layer
+            (path and type) and the ways out, ``upsample="bilinear"`` or ``upsample=None``
+            for CAMs.
 
     Reference: Araujo et al., "Computing Receptive Fields of Convolutional Neural Networks",
     Distill (2019).
@@ -803,7 +1478,15 @@ def receptive_field(
         if isinstance(input_size, int | np.integer):
             input_size = (input_size,)
         input_size = tuple(int(s) for s in input_size)
-    records = _field_table(model, input_size).get(path)
+    table = _field_table(model, input_size)
+    field = table.fields.get(path)
+    if field is None:
+        field = _build_field(model, path, table.records.get(path), input_size)
+        table.fields[path] = field
+    return field
+
+
+def _build_field(model, path: str, records, input_size) -> ReceptiveField:
     if not records:
         raise ValueError(
             f"Expected `layer` to be reached from the inputs of model {model.name!r}. "
@@ -825,7 +1508,9 @@ def receptive_field(
                 f"Received: layer={path!r}, called {len(records)} times with different fields."
             )
     if flow.error is not None:
-        raise ValueError(f"Cannot compute the receptive field of layer={path!r}: {flow.error}.")
+        raise ValueError(
+            f"Cannot compute the receptive field of layer={path!r}: {flow.error}. {WAYS_OUT}"
+        )
     return _to_field(model, path, flow, input_size)
 
 
@@ -842,20 +1527,17 @@ def _to_field(model, path: str, flow: _Flow, input_size) -> ReceptiveField:
     shape = tuple(refs[index].shape[1:-1])
     if input_size is not None:
         shape = input_size
-    if any(s is None for s in shape):
-        raise ValueError(
-            f"Expected a model input of known spatial size to place layer={path!r}'s field. "
-            f"Received: an input of spatial shape {shape}. Pass `input_size=(height, width)`."
-        )
     d = len(shape)
     if flow.geo is None:
         map_size = flow.spatial if len(flow.spatial) == d else (1,) * d
         map_size = tuple(1 if s is None else s for s in map_size)
         return ReceptiveField(shape, (0,) * d, (0,) * d, shape, map_size, index)
-    size, stride, start = zip(*flow.geo, strict=True)
-    if any(s is None for s in flow.spatial):
-        raise ValueError(
-            f"Expected layer={path!r} to have a known spatial output size. Received: "
-            f"{flow.spatial}. Pass `input_size=`."
-        )
-    return ReceptiveField(size, stride, start, shape, flow.spatial, index)
+    return ReceptiveField(
+        tuple(a.size for a in flow.geo),
+        tuple(a.stride for a in flow.geo),
+        tuple(a.start for a in flow.geo),
+        shape,
+        flow.spatial,
+        index,
+        bounds=tuple((tuple(a.low.tolist()), tuple(a.high.tolist())) for a in flow.geo),
+    )
