@@ -10,7 +10,7 @@ $(VENV)/bin/python:
 	$(PIP) install -q --upgrade pip
 
 $(VENV)/.demo-installed: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[dashboard]'
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(VENV)/bin/python
