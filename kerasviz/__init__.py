@@ -54,8 +54,9 @@ from kerasviz.receptive_field import (
 
 __version__ = "0.1.0"
 
-# Presentation is loaded on first access (`kerasviz.plot`), never by `import kerasviz`.
-_LAZY_SUBMODULES = ("plot",)
+# Presentation and serving are loaded on first access (`kerasviz.plot`, `kerasviz.dashboard`),
+# never by `import kerasviz`. `kerasviz.dashboard(model, images)` calls the module itself.
+_LAZY_SUBMODULES = ("plot", "dashboard")
 
 
 def __getattr__(name: str):
@@ -113,6 +114,7 @@ __all__ = [
     "datasets",
     "metrics",
     "plot",
+    "dashboard",
     "receptive_field",
     "resize_bilinear",
     "resolve_layer",

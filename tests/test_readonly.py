@@ -107,7 +107,22 @@ CALLS = {
     "metrics.randomization_check": lambda m: kerasviz.metrics.randomization_check(
         kerasviz.grad_cam, m, X
     ),
+    "dashboard": lambda m: _dashboard_requests(m),
 }
+
+
+def _dashboard_requests(model: keras.Model) -> None:
+    """Every kind of dashboard request and job, on a served model (no browser)."""
+    with kerasviz.dashboard(model, X, port=0, warm_up=False, display=False) as board:
+        ex, image, layer = board.explorer, "i0", "b_conv2"
+        ex.predict("m0", image)
+        ex.features("m0", image, layer, k=2)
+        ex.cams("m0", image, layer)
+        ex.saliency("m0", image)
+        jobs = [ex.jobs.get(ex.unit("m0", image, layer, 0, 1, 1, steps=2)["job"])]
+        jobs.append(ex.start_inversion("m0", image, layer, steps=2, every=1))
+        jobs.append(ex.start_gradients("m0", image, samples=2, steps=2))
+        assert all(job.join(120) and job.state == "done" for job in jobs)
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))
