@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import make_nested_model, make_tiny_cnn
+from keras.src.applications.convnext import LayerScale
 
 import kerasviz
 from kerasviz._graph import iter_layers, run_graph
@@ -367,16 +368,24 @@ class _Interpreter:
 
     IDENTITY = (
         L.BatchNormalization,
+        L.LayerNormalization,
         L.Activation,
         L.ReLU,
         L.Dropout,
         L.Rescaling,
         L.Normalization,
+        L.Dense,  # channel mixing at each position (ConvNeXt's pointwise convolutions)
+        LayerScale,  # measured by kerasviz: per-channel scaling
     )
 
     def __call__(self, layer, path, args, kwargs):
         xs = [v for v in keras.tree.flatten(args) if tf.is_tensor(v)]
         x = xs[0]
+        op = type(layer).__name__ if not isinstance(layer, L.Layer) else None
+        if op == "Add" and len(xs) == 2:  # a residual connection written as x + y
+            return xs[0] + xs[1]
+        if op in ("Add", "Multiply") and len(xs) == 1:  # a constant: MobileNetV3's hard sigmoid
+            return x
         if isinstance(layer, L.DepthwiseConv2D | L.SeparableConv2D):
             k = layer.kernel_size
             w = tf.ones((*k, x.shape[-1], 1), tf.float64) / (k[0] * k[1])
@@ -410,7 +419,8 @@ class _Interpreter:
         if isinstance(layer, L.Multiply):
             gates = [v for v in xs if v.shape[1] == v.shape[2] == 1]
             (main,) = [v for v in xs if not (v.shape[1] == v.shape[2] == 1)]
-            return main * functools.reduce(tf.multiply, [tf.stop_gradient(g) for g in gates])
+            # held at 1: a gate equal to the (growing) activations would square them per block
+            return main * functools.reduce(tf.multiply, [tf.stop_gradient(g / g) for g in gates])
         if isinstance(layer, self.IDENTITY):
             return x
         raise AssertionError(f"the test interpreter has no rule for {path} ({type(layer)})")
@@ -462,16 +472,29 @@ APPLICATIONS = {
     "InceptionV3": (107, 99),
     "DenseNet121": (70, 71),
     "EfficientNetB0": (69, 72),
+    # odd sizes leave rows the strided valid stems never read (ConvNeXt: 66 = 4 * 16 + 2)
+    "ConvNeXtTiny": (66, 71),
+    "EfficientNetV2B0": (69, 66),
+    "MobileNetV3Small": (75, 68),
 }
+
+
+@functools.cache
+def _application(name: str) -> keras.Model:
+    """Each application built once per module."""
+    size = APPLICATIONS[name]
+    return getattr(keras.applications, name)(
+        weights=None, include_top=False, input_shape=(*size, 3)
+    )
 
 
 @pytest.mark.parametrize("name", sorted(APPLICATIONS))
 def test_receptive_field_equals_gradient_support(name):
     size = APPLICATIONS[name]
-    model = getattr(keras.applications, name)(
-        weights=None, include_top=False, input_shape=(*size, 3)
-    )
+    model = _application(name)
+    # convolutions and pooling follow rules; LayerScale (ConvNeXt) has none and is measured
     kinds = (L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.MaxPooling2D, L.AveragePooling2D)
+    kinds += (LayerScale,)
     paths = [path for path, layer in iter_layers(model) if isinstance(layer, kinds)]
     fields = {path: kerasviz.receptive_field(model, path) for path in paths}
     units = {path: _probe_units(*fields[path].map_size) for path in paths}
@@ -492,6 +515,216 @@ def test_receptive_field_equals_gradient_support(name):
             )
             checked += 1
     assert checked >= 4 * len(paths)
+
+
+# ---------------------------------------------------------------- boxes: what each unit sees
+
+F64 = {"dtype": "float64"}
+ONES = {"kernel_initializer": "ones", "bias_initializer": "zeros", **F64}
+
+
+def _f64(input_shape, *layers) -> keras.Model:
+    """A float64 Sequential: deep fields' tails underflow float32 and shrink the support."""
+    return keras.Sequential([keras.Input(input_shape, dtype="float64"), *layers])
+
+
+def _gradient_boxes(model: keras.Model, layers: list[L.Layer]) -> list[dict[tuple, tuple | None]]:
+    """Per layer, every unit: the bounding box (lows, then highs) of its nonzero float64 input
+    gradient, or None for a unit that depends on no pixel. One forward and backward pass:
+    each unit of each layer gets its own batch row."""
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    units = [list(np.ndindex(*layer.output.shape[1:-1])) for layer in layers]
+    offsets = np.cumsum([0] + [len(u) for u in units])
+    x = tf.ones((offsets[-1], *model.inputs[0].shape[1:]), tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs = keras.tree.flatten(probe(x))
+        objective = tf.constant(0.0, tf.float64)
+        for y, start, per_layer in zip(outputs, offsets, units, strict=False):
+            index = [[start + r, *unit] for r, unit in enumerate(per_layer)]
+            objective += tf.reduce_sum(tf.gather_nd(y, index))
+    support = (tape.gradient(objective, x).numpy() != 0).any(-1)
+    d = support.ndim - 1
+    result = []
+    for start, per_layer in zip(offsets, units, strict=False):
+        boxes = {}
+        for unit, seen in zip(per_layer, support[start : start + len(per_layer)], strict=True):
+            if not seen.any():
+                boxes[unit] = None
+                continue
+            axes = [tuple(b for b in range(d) if b != a) for a in range(d)]
+            hits = [
+                np.flatnonzero(seen.any(other)) if other else np.flatnonzero(seen) for other in axes
+            ]
+            boxes[unit] = (*(int(h[0]) for h in hits), *(int(h[-1]) + 1 for h in hits))
+        result.append(boxes)
+    return result
+
+
+def _field_boxes(rf: ReceptiveField) -> dict[tuple, tuple | None]:
+    boxes = {}
+    for unit in np.ndindex(*rf.map_size):
+        box = rf.box(*unit)
+        empty = any(lo >= hi for lo, hi in zip(box[: rf.ndim], box[rf.ndim :], strict=True))
+        boxes[unit] = None if empty else box
+    return boxes
+
+
+def _nominal(rf: ReceptiveField) -> ReceptiveField:
+    """The same nominal field, boxes only clipped to the image (what fields were before)."""
+    return ReceptiveField(rf.size, rf.stride, rf.start, rf.input_size, rf.map_size)
+
+
+def test_padding_is_not_mapped_onto_cropped_pixels():
+    model = _f64(
+        (21, 21, 1),
+        L.Cropping2D(((1, 2), (2, 0)), **F64),
+        L.AveragePooling2D(2, **F64),
+        L.Conv2D(1, 5, padding="same", **ONES),
+    )
+    rf = kerasviz.receptive_field(model, -1)
+    # the crop keeps rows 1..18 and columns 2..20; the valid pool never reads column 20.
+    # unit (0, 0): 5x5 same (pad 2) over pool units -2..2, of which 0..2 exist: rows 1..6
+    assert rf.box(0, 0) == (1, 2, 7, 8)
+    assert _nominal(rf).box(0, 0) == (0, 0, 7, 8)  # padding mapped onto cropped pixels
+    assert rf.extent == ((1, 19), (2, 20))
+    assert _field_boxes(rf) == _gradient_boxes(model, [model.layers[-1]])[0]
+    nominal = _nominal(rf)
+    wrong = [u for u in np.ndindex(*rf.map_size) if nominal.box(*u) != rf.box(*u)]
+    assert len(wrong) == 56
+
+
+def test_rows_no_unit_reads_are_in_no_box():
+    # a 3x3 stride-2 valid conv reads rows 0..8 of 10 (units 0..3), columns 0..10 of 11
+    model = _f64(
+        (10, 11, 1),
+        L.Conv2D(1, 3, strides=2, **ONES),
+        L.Conv2D(1, 3, padding="same", **ONES),
+        L.Conv2D(1, 5, padding="same", **ONES),
+    )
+    for layer, boxes in zip(model.layers, _gradient_boxes(model, model.layers), strict=True):
+        rf = kerasviz.receptive_field(model, layer)
+        assert rf.extent == ((0, 9), (0, 11)), layer.name
+        assert _field_boxes(rf) == boxes, layer.name
+        assert backproject(np.ones(rf.map_size), rf)[9].tolist() == [0.0] * 11
+    last = kerasviz.receptive_field(model, -1)
+    # nominal: 15 @ -6, stride 2; unit 4's columns start at 2, rows of unit 3 at 0
+    assert last.box(3, 4) == (0, 2, 9, 11) and _nominal(last).box(3, 4) == (0, 2, 10, 11)
+
+
+def test_dilated_kernel_skips_border_pixels():
+    model = _f64((12, 9, 1), L.Conv2D(1, 3, dilation_rate=(2, 1), padding="same", **ONES))
+    rf = kerasviz.receptive_field(model, -1)
+    # unit i reads rows i-2, i, i+2: unit 1 reads rows 1 and 3, not row 0; unit 2 reads row 0
+    lows, highs = rf.intervals(0)
+    assert lows.tolist() == [0, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert highs.tolist() == [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 11, 12]
+    assert (rf.size, rf.start) == ((5, 3), (-2, -1))
+    assert _field_boxes(rf) == _gradient_boxes(model, [model.layers[-1]])[0]
+
+
+def _random_layers(rng: np.random.Generator) -> list[L.Layer]:
+    """2 to 4 layers: cropping, zero padding, same/valid, strides, dilation, pooling."""
+    layers = []
+    for _ in range(int(rng.integers(2, 5))):
+        kind = rng.choice(["conv", "conv", "pool", "pad", "crop"])
+        amounts = tuple(tuple(int(v) for v in rng.integers(0, 4, 2)) for _ in range(2))
+        padding = str(rng.choice(["same", "valid"]))
+        if kind == "conv":
+            dilation = int(rng.choice([1, 1, 2, 3]))
+            strides = 1 if dilation > 1 else int(rng.choice([1, 2, 3]))
+            kernel = tuple(int(v) for v in rng.integers(1, 6, 2))
+            layers.append(L.Conv2D(1, kernel, strides, padding, dilation_rate=dilation, **ONES))
+        elif kind == "pool":
+            pool, strides = (int(v) for v in rng.integers(2, 4, 2))
+            layers.append(L.AveragePooling2D(pool, strides, padding, **F64))
+        elif kind == "pad":
+            layers.append(L.ZeroPadding2D(amounts, **F64))
+        else:
+            layers.append(L.Cropping2D(amounts, **F64))
+    return layers
+
+
+def test_boxes_equal_gradient_support_sweep():
+    rng = np.random.default_rng(2024)
+    models = differing = units = 0
+    while models < 40:
+        size = tuple(int(v) for v in rng.integers(9, 25, 2))  # even and odd
+        layers = _random_layers(rng)
+        shape = (1, *size, 1)
+        try:
+            for layer in layers:
+                shape = layer.compute_output_shape(shape)
+        except ValueError:  # a map shrunk to nothing
+            continue
+        if min(shape[1:3]) < 1:
+            continue
+        model = _f64((*size, 1), *layers)
+        reference = _gradient_boxes(model, model.layers)
+        for layer, expected in zip(model.layers, reference, strict=True):
+            rf = kerasviz.receptive_field(model, layer)
+            got = _field_boxes(rf)
+            assert got == expected, (
+                f"{[lay.get_config() for lay in model.layers]} on {size}, {layer.name}: "
+                f"{[(u, got[u], expected[u]) for u in got if got[u] != expected[u]][:3]}"
+            )
+            nominal = _nominal(rf)
+            differing += sum(nominal.box(*u) != rf.box(*u) for u in got)
+            units += len(got)
+        models += 1
+    # the sweep exercises the cases where nominal boxes clipped to the image are wrong
+    assert units > 3000 and differing > 300
+
+
+def test_conv1d_and_conv3d_boxes_equal_gradient_support():
+    model_1d = _f64(
+        (23, 2),
+        L.Conv1D(1, 4, strides=2, padding="same", **ONES),
+        L.Conv1D(1, 3, padding="causal", dilation_rate=2, **ONES),
+        L.Cropping1D((1, 2), **F64),
+        L.ZeroPadding1D((2, 0), **F64),
+        L.AveragePooling1D(2, padding="same", **F64),
+        L.Conv1D(1, 3, dilation_rate=3, padding="same", **ONES),
+    )
+    model_3d = _f64(
+        (9, 10, 11, 1),
+        L.Conv3D(1, 3, strides=2, padding="same", **ONES),
+        L.Cropping3D(((1, 0), (0, 1), (1, 1)), **F64),
+        L.ZeroPadding3D(((0, 1), (1, 0), (2, 0)), **F64),
+        L.Conv3D(1, (2, 3, 1), padding="same", **ONES),
+        L.Conv3D(1, 2, strides=2, **ONES),  # AvgPool3D has no float64 CPU kernel
+    )
+    for model in (model_1d, model_3d):
+        reference = _gradient_boxes(model, model.layers)
+        for layer, expected in zip(model.layers, reference, strict=True):
+            rf = kerasviz.receptive_field(model, layer)
+            assert _field_boxes(rf) == expected, layer.name
+    # hand-computed: same k=4 s=2 on 23 (total 3, before 1), causal k_eff=5 at stride 2
+    rf = kerasviz.receptive_field(model_1d, 1)
+    assert (rf.size, rf.stride, rf.start, rf.map_size) == ((12,), (2,), (-9,), (12,))
+    rf = kerasviz.receptive_field(model_3d, 0)
+    assert (rf.size, rf.stride, rf.start, rf.map_size) == (
+        (3,) * 3,
+        (2,) * 3,
+        (-1, 0, -1),
+        (5, 5, 6),
+    )
+
+
+def test_receptive_field_extent_and_bounds_arguments():
+    rf = ReceptiveField((3, 3), (2, 2), (-1, 0), (8, 9), (4, 4), extent=((1, 20), (0, 5)))
+    # nominal rows [-1, 2), [1, 4), ... clipped to [1, 8); columns clipped to [0, 5)
+    assert rf.intervals(0)[0].tolist() == [1, 1, 3, 5]
+    assert rf.intervals(1)[1].tolist() == [3, 5, 5, 5]
+    assert rf.box(3, 3) == (5, 5, 8, 5)  # empty: columns 6..8 are outside the extent
+    assert rf.extent == ((1, 8), (0, 5))
+    assert rf == ReceptiveField(
+        (3, 3), (2, 2), (-1, 0), (8, 9), (4, 4), bounds=(rf.bounds[0], rf.bounds[1])
+    )
+    with pytest.raises(ValueError, match=r"`bounds` on axis 1 to be 4 \(low, high\)"):
+        ReceptiveField((3, 3), (2, 2), (0, 0), (8, 9), (4, 4), bounds=(rf.bounds[0], ((0,), (1,))))
+    with pytest.raises(ValueError, match="`extent`"):
+        ReceptiveField((3, 3), (2, 2), (0, 0), (8, 9), (4, 4), extent=((0, 8),))
 
 
 # ---------------------------------------------------------------- back-projection
@@ -528,6 +761,14 @@ REFERENCE_FIELDS = {
     "uncovered_pool_leftover": ((9, 9, 1), [L.AveragePooling2D(2)]),
     "uncovered_gaps": ((10, 11, 1), [L.Conv2D(1, 1, strides=3)]),
     "conv1d": ((13, 1), [L.Conv1D(1, 4, strides=2, padding="same")]),
+    # exact boxes that nominal ones clipped to the image are not: cropping, unread rows, and
+    # a dilated kernel at the border (lower bounds that do not grow with the unit index)
+    "cropping_then_same": (
+        (21, 21, 1),
+        [L.Cropping2D(((1, 2), (2, 0))), L.AveragePooling2D(2), L.Conv2D(1, 5, padding="same")],
+    ),
+    "unread_rows": ((10, 11, 1), [L.Conv2D(1, 3, strides=2), L.Conv2D(1, 3, padding="same")]),
+    "dilation_same_border": ((12, 9, 1), [L.Conv2D(1, 3, dilation_rate=2, padding="same")]),
 }
 
 
