@@ -351,6 +351,7 @@ def _parser() -> argparse.ArgumentParser:
     layers.add_argument("model", help="a saved model (.keras or .h5)")
     layers.add_argument("--unsafe", action="store_true", help="allow Lambda layers (trusted files)")
     layers.set_defaults(func=_cmd_layers)
+    _add_serve(sub)
     return parser
 
 
@@ -374,6 +375,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         # --target out of range); they are user errors too.
         print(f"kerasviz: error: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+# ----------------------------------------------------------------------------- serve
+
+
+def _add_serve(sub) -> None:
+    """``kerasviz serve``: its options live with the dashboard (loaded only when it runs)."""
+    serve = sub.add_parser(
+        "serve",
+        help="explore a model interactively in the browser",
+        description="Serves the interactive dashboard on 127.0.0.1 (see kerasviz.dashboard).",
+    )
+    from kerasviz.dashboard.command import add_arguments  # argparse only: no TensorFlow
+
+    add_arguments(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args) -> int:
+    from kerasviz.dashboard.command import run
+
+    return run(args)
 
 
 if __name__ == "__main__":

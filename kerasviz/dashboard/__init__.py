@@ -107,20 +107,20 @@ def dashboard(
     server = _server_module()
     from kerasviz.dashboard.explorer import make_explorer
 
-    explorer = make_explorer(
-        model,
-        images,
-        names=names,
-        class_names=class_names,
-        preprocess=preprocess,
-        size=size,
-        max_upload_bytes=max_upload_bytes,
-        max_pixels=max_pixels,
-    )
+    sock = server.bind(host, port)  # first: a busy port fails before any model work
     try:
-        sock = server.bind(host, port)
-    except OSError:
-        explorer.close()
+        explorer = make_explorer(
+            model,
+            images,
+            names=names,
+            class_names=class_names,
+            preprocess=preprocess,
+            size=size,
+            max_upload_bytes=max_upload_bytes,
+            max_pixels=max_pixels,
+        )
+    except BaseException:
+        sock.close()
         raise
     if host not in server.LOCAL_HOSTS:
         warn_public(host, sock.getsockname()[1])

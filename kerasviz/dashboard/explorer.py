@@ -683,25 +683,15 @@ class Explorer:
             job.checkpoint(done)
         smooth = np.abs(total / samples).max(-1)
         job.checkpoint(done, {"kind": "smoothgrad", "png": _heat_png(smooth)})
-        # Integrated gradients along [0, 1] in K equal pieces of m midpoints each: the IG of
-        # each piece (its own endpoints as baseline and input) sums to exactly the midpoint
-        # rule with K * m steps, and the completeness gaps add up too.
-        baseline = np.zeros_like(batch)
-        pieces = _segments(steps, 8)
-        attributions = np.zeros(x.shape, np.float64)
-        delta = 0.0
-        low = 0
-        for count in pieces:
-            high = low + count
-            a = baseline + (batch - baseline) * (low / steps)
-            b = baseline + (batch - baseline) * (high / steps)
-            attr, gap = kerasviz.integrated_gradients(
-                entry.model, b, [t], baseline=a, steps=count, return_delta=True
-            )
-            attributions += attr[0]
-            delta += float(gap[0])
-            low = high
-            job.checkpoint(samples + low)
+        black = entry.space.to_model(np.zeros(x.shape, np.float32))  # a black display image
+        attributions, delta = integrated_gradients_in_pieces(
+            entry.model,
+            x,
+            t,
+            steps,
+            baseline=black,
+            checkpoint=lambda done: job.checkpoint(samples + done),
+        )
         ig = attributions.sum(-1)
         result = {
             "target": t,
@@ -801,12 +791,52 @@ class Explorer:
             "objective": _finite(history[-1]),
         }
 
-    def close(self) -> None:
-        """Cancels the jobs and ends the worker thread."""
-        self.jobs.stop()
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancels the jobs and ends the worker thread (waits up to ``timeout`` seconds)."""
+        self.jobs.stop(timeout)
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def integrated_gradients_in_pieces(
+    model: keras.Model,
+    image: np.ndarray,
+    target: int,
+    steps: int,
+    *,
+    baseline: np.ndarray | None = None,
+    piece: int = 8,
+    checkpoint: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, float]:
+    """Integrated gradients from ``baseline`` (None: zeros), computed in pieces of the path.
+
+    The path ``[0, 1]`` is cut into pieces of ``piece`` midpoints; the IG of a piece (its end as
+    the input, its start as the baseline) is ``(x - b) / K`` times the mean gradient at its
+    midpoints, so the pieces sum to exactly :func:`kerasviz.integrated_gradients` with ``steps``
+    midpoints, and their completeness gaps add up to the whole path's gap. ``checkpoint(done)``
+    runs after each piece (progress, cancellation).
+
+    Returns:
+        ``(attributions (h, w, c), completeness gap)``.
+    """
+    batch = np.asarray(image, np.float32)[None]
+    base = np.zeros_like(batch) if baseline is None else np.broadcast_to(baseline, batch.shape)
+    attributions = np.zeros(batch.shape[1:], np.float64)
+    delta, low = 0.0, 0
+    for count in _segments(steps, piece):
+        high = low + count
+        start = base + (batch - base) * np.float32(low / steps)
+        end = base + (batch - base) * np.float32(high / steps)
+        attr, gap = kerasviz.integrated_gradients(
+            model, end, [target], baseline=start, steps=count, return_delta=True
+        )
+        attributions += attr[0]
+        delta += float(gap[0])
+        low = high
+        if checkpoint is not None:
+            checkpoint(low)
+    return attributions, delta
 
 
 def _ms(start: float) -> float:

@@ -275,10 +275,9 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as error:
         sock.close()
         if error.errno == errno.EADDRINUSE:
-            raise PortInUseError(
-                errno.EADDRINUSE,
-                f"port {port} on {host} is already in use; pass another --port (or port=)",
-            ) from None
+            busy = PortInUseError(f"port {port} on {host} is already in use; choose another port")
+            busy.errno = errno.EADDRINUSE
+            raise busy from None
         raise
     sock.listen(128)
     sock.set_inheritable(True)
@@ -364,5 +363,5 @@ def serve_forever(app: Starlette, sock: socket.socket) -> None:
     try:
         server.run(sockets=[sock])
     finally:
-        app.state.explorer.close()
+        app.state.explorer.close(timeout=30)
         sock.close()

@@ -627,6 +627,7 @@ function bind() {
       state.tab = button.dataset.tab;
       document.querySelectorAll(".tabs button").forEach((b) => b.classList.toggle("active", b === button));
       document.querySelectorAll(".tab").forEach((t) => (t.hidden = t.id !== `tab-${state.tab}`));
+      if (state.tab !== "features") $("subject-box").hidden = true;
       writeHash();
       refreshTab();
     }),
