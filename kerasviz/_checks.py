@@ -125,7 +125,7 @@ def in_value_range(
     slack = 1e-6 * max(1.0, abs(bounds[0]), abs(bounds[1]))
     if low < bounds[0] - slack or high > bounds[1] + slack:
         raise ValueError(
-            f"Expected `{name}` to lie within `{range_name}`={tuple(bounds)}. Received: values "
+            f"Expected `{name}` values inside {range_name}={tuple(bounds)}. Received: values "
             f"in [{low:g}, {high:g}]. Pass `{range_name}` matching the images (for example "
             f"(0, 255) for 8-bit images fed to a model that rescales inside), or rescale them."
         )

@@ -1,20 +1,24 @@
 """Optimization in input space: activation maximization, DeepDream, inversion, adversarials.
 
-Where things go: a new objective term in ``objectives.py``, a new image parametrization in
+Where things go: a new objective kind (a :class:`Term` subclass) in ``objectives.py`` or next
+to its user (feature matching lives in ``inversion.py``), a new image parametrization in
 ``params.py``, a new random transform in ``transforms.py``, a new penalty in
-``regularizers.py``; ``loop.py`` holds the one compiled optimization loop they all plug into.
+``regularizers.py``; ``loop.py`` holds :class:`OptimizationSettings` and the one compiled
+optimization loop they all plug into.
 """
 
 from kerasviz.optimize.adversarial import fgsm, pgd
 from kerasviz.optimize.inversion import invert
 from kerasviz.optimize.loop import (
     OptimizationResult,
+    OptimizationSettings,
     deep_dream,
     filter_patterns,
     maximize,
 )
 from kerasviz.optimize.objectives import (
     Objective,
+    Term,
     channel,
     custom,
     direction,
@@ -31,8 +35,10 @@ __all__ = [
     "Fourier",
     "Objective",
     "OptimizationResult",
+    "OptimizationSettings",
     "Parametrization",
     "Pixel",
+    "Term",
     "alpha_norm",
     "blur",
     "channel",

@@ -1,10 +1,12 @@
 """Adversarial images: FGSM and PGD on the cross-entropy of the model's logits.
 
-Both take the gradient of the softmax cross-entropy between the logits (a final softmax or
-sigmoid is bypassed) and a label: the predicted class (untargeted, the default: the loss is
-increased) or ``targets`` (``targeted=True``: the loss of the target class is decreased). A
-single-logit (sigmoid) model is treated as two classes with logits ``(0, z)``. ``epsilon`` and
-``step_size`` are in the model's input units; results are clipped to ``value_range``.
+Both take the gradient of the cross-entropy between the logits (a final softmax or sigmoid is
+bypassed) and a class, with the library's one probability rule (:mod:`kerasviz._targets`):
+the predicted class (untargeted, the default: its loss is increased) or ``targets``
+(``targeted=True``: the target class's loss is decreased). A one-unit head is two classes, 0
+(score ``-z``) and 1 (score ``z``). ``epsilon`` and ``step_size`` are in the model's input
+units. Inputs must lie inside ``value_range`` (a ValueError otherwise; nothing is clipped
+silently); the adversarial images are kept inside it.
 """
 
 from __future__ import annotations
@@ -15,121 +17,121 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasviz._inputs import as_batch, chunk_slices
-from kerasviz._probe import get_probe
-from kerasviz._targets import ScoreRule, Targets, resolve_targets
+from kerasviz._checks import boolean, in_value_range, integer, number, positive_int, value_range
+from kerasviz._engine import fix_predictions, setup
+from kerasviz._inputs import Batch, run_chunked
+from kerasviz._probe import Probe
+from kerasviz._targets import ScoreRule, Target, Targets
 
 
-def _loss_gradient(probe, rule: ScoreRule, x: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """d(cross-entropy of ``labels``) / dx, with the library's one probability rule."""
-    with tf.GradientTape() as tape:
+def _loss_gradient(probe: Probe, rule: ScoreRule, x: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """d(summed cross-entropy of the ``indices`` classes) / dx, float32 like ``x``."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
         _, logits = probe([x])
-        total = tf.reduce_sum(rule.nll(logits, labels))
-    return tape.gradient(total, x)
+        loss = tf.reduce_sum(rule.nll(logits, indices))
+    return tf.cast(tape.gradient(loss, x), tf.float32)
 
 
-def _fgsm(probe, rule: ScoreRule, x, indices, settings):
-    eps, sign, lo, hi = (settings[:, i, None, None, None] for i in range(4))
-    _, logits = probe([x])
-    labels = rule.choose(logits, indices)
-    grad = _loss_gradient(probe, rule, x, labels)
-    return tf.clip_by_value(x + sign * eps * tf.sign(grad), lo, hi)
+def _fgsm(probe: Probe, rule: ScoreRule, inputs, indices, settings):
+    eps, sign, lo, hi = tf.unstack(settings)
+    x = inputs[0]
+    return tf.clip_by_value(
+        x + sign * eps * tf.sign(_loss_gradient(probe, rule, x, indices)), lo, hi
+    )
 
 
-def _pgd(probe, rule: ScoreRule, x, indices, noise, settings, steps):
-    eps, step_size, sign, lo, hi = (settings[:, i, None, None, None] for i in range(5))
-    _, logits = probe([x])
-    labels = rule.choose(logits, indices)
+def _pgd(probe: Probe, rule: ScoreRule, inputs, indices, noise, settings, steps):
+    eps, step_size, sign, lo, hi = tf.unstack(settings)
+    x = inputs[0]
 
     def project(candidate):
         return tf.clip_by_value(tf.clip_by_value(candidate, x - eps, x + eps), lo, hi)
 
     def body(i, adv):
-        grad = _loss_gradient(probe, rule, adv, labels)
+        grad = _loss_gradient(probe, rule, adv, indices)
         return i + 1, project(adv + sign * step_size * tf.sign(grad))
 
-    _, adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), project(x + noise)))
-    return adv
+    return tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), project(x + noise)))[1]
 
 
-def _setup(model, images, targets, targeted, value_range, epsilon):
-    batch = as_batch(model, images, "images")
-    if len(batch.arrays) != 1 or batch.arrays[0].ndim != 4:
-        raise ValueError(
-            "Expected `model` to take one image input (batch, h, w, c). Received: "
-            f"{len(batch.arrays)} input(s)."
-        )
-    x = batch.arrays[0]
-    try:
-        lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        lo, hi = np.nan, np.nan
-    if not lo < hi:
-        raise ValueError(
-            f"Expected `value_range` to be (low, high) with low < high. Received: {value_range!r}."
-        )
-    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not epsilon >= 0:
-        raise ValueError(f"Expected `epsilon` to be a number >= 0. Received: {epsilon!r}.")
-    probe = get_probe(model, (), logits=True)
+def _setup(model, inputs, targets, targeted, bounds, epsilon, output):
+    """Checked arguments: ``(batch, probe, target, (low, high), epsilon, sign)``."""
+    bounds = value_range(bounds)
+    epsilon = number(epsilon, "epsilon", low=0)
+    targeted = boolean(targeted, "targeted")
+    if callable(targets):
+        raise ValueError("Expected `targets` to be class indices or None. Received: a callable.")
     if targeted and targets is None:
         raise ValueError(
             "Expected `targets` (the classes to reach) when targeted=True. Received: None."
         )
-    if callable(targets):
-        raise ValueError("Expected `targets` to be class indices or None. Received: a callable.")
-    target = resolve_targets(targets, batch.n, probe.logits_size(batch.arrays), probe.sigmoid)
-    return batch, x, probe, target, (lo, hi)
+    batch, probe, target = setup(model, inputs, targets, output=output)
+    if len(batch.arrays) != 1:
+        raise ValueError(
+            f"Expected `model` to take one input. Received: {len(batch.arrays)} inputs."
+        )
+    in_value_range(batch.arrays[0], bounds, "inputs")  # as_batch already rejected NaN and Inf
+    return batch, probe, target, bounds, epsilon, -1.0 if targeted else 1.0
+
+
+def _run(fn, batch: Batch, target: Target, batch_size, *extra, constants=()):
+    out = run_chunked(
+        lambda chunk, *rows: fn(chunk, *rows, *constants),
+        batch.arrays,
+        batch_size,
+        extra=[target.indices, *extra],
+    )
+    return batch.squeeze(out)
 
 
 def fgsm(
     model: keras.Model,
-    images: Any,
+    inputs: Any,
     targets: Targets = None,
     *,
     epsilon: float,
     targeted: bool = False,
     value_range: tuple[float, float] = (0.0, 1.0),
     batch_size: int | None = None,
+    output: int | str | None = None,
 ) -> np.ndarray:
     """Fast gradient sign method: ``x + epsilon * sign(grad of the cross-entropy)``.
 
     Args:
-        model: a classifier with one image input.
-        images: ``(n, h, w, c)`` or one image, in ``value_range``.
-        targets: untargeted: the labels whose loss is increased (None: the predicted class);
-            targeted: the classes to reach (required).
-        epsilon: the L-inf size of the perturbation, in input units.
+        model: a classifier with one input.
+        inputs: ``(n, h, w, c)`` images or one image, in ``value_range`` (uint8 included).
+        targets: untargeted: the classes whose loss is increased (None: the predicted class);
+            targeted: the classes to reach (required). An int or one per image.
+        epsilon: the L-inf size of the perturbation, in input units (>= 0).
         targeted: step *down* the target class's loss instead of up the label's.
-        value_range: results are clipped to it.
-        batch_size: rows per forward/backward pass.
+        value_range: the model's input range ``(low, high)``; e.g. ``(0, 255)`` for 8-bit
+            images fed to a model that rescales inside. Results are kept inside it.
+        batch_size: rows per forward/backward pass; None for all at once.
+        output: which model output to attack, for models with several (index or name).
 
     Returns:
-        Adversarial images, same shape as ``images``; ``|x_adv - x| <= epsilon`` everywhere.
+        float32 adversarial images, the shape of ``inputs``; ``|x_adv - x| <= epsilon``.
+
+    Raises:
+        ValueError: inputs outside ``value_range``, a negative or non-finite ``epsilon``,
+            ``targeted`` without ``targets``, a callable target, or a bad ``output``.
 
     Reference: Goodfellow et al., "Explaining and Harnessing Adversarial Examples", ICLR 2015.
 
     Example:
         >>> adv = kerasviz.fgsm(model, images, epsilon=2 / 255)
     """
-    batch, x, probe, target, (lo, hi) = _setup(
-        model, images, targets, targeted, value_range, epsilon
+    batch, probe, target, (lo, hi), eps, sign = _setup(
+        model, inputs, targets, targeted, value_range, epsilon, output
     )
-    settings = np.tile(
-        np.asarray([[epsilon, -1.0 if targeted else 1.0, lo, hi]], np.float32), (batch.n, 1)
-    )
-    fn = probe.step(_fgsm, target.rule)
-    indices = target.indices
-    results = [
-        fn(tf.constant(x[rows]), tf.constant(indices[rows]), tf.constant(settings[rows]))
-        for rows in chunk_slices(batch.n, batch_size)
-    ]
-    return batch.squeeze(tf.concat(results, axis=0).numpy())
+    settings = tf.constant([eps, sign, lo, hi], tf.float32)
+    return _run(probe.step(_fgsm, target.rule), batch, target, batch_size, constants=[settings])
 
 
 def pgd(
     model: keras.Model,
-    images: Any,
+    inputs: Any,
     targets: Targets = None,
     *,
     epsilon: float,
@@ -140,18 +142,26 @@ def pgd(
     value_range: tuple[float, float] = (0.0, 1.0),
     seed: int = 0,
     batch_size: int | None = None,
+    output: int | str | None = None,
 ) -> np.ndarray:
     """Projected gradient descent: iterated sign steps, projected on the L-inf epsilon ball.
 
+    The predicted class (``targets=None``) is read once on the clean images and held fixed.
+
     Args:
-        model, images, targets, epsilon, targeted, value_range, batch_size: as in :func:`fgsm`.
-        step_size: each step's size (default ``2.5 * epsilon / steps``, Madry et al.).
+        model, inputs, targets, epsilon, targeted, value_range, batch_size, output: as in
+            :func:`fgsm`.
+        step_size: each step's size in input units (default ``2.5 * epsilon / steps``, Madry
+            et al.).
         steps: iterations (>= 1), run in one compiled loop per chunk.
         random_start: start from a seeded uniform point of the ball instead of the image.
         seed: the random start's seed (each image gets its own noise, whatever the chunking).
 
     Returns:
-        Adversarial images, same shape as ``images``; ``|x_adv - x| <= epsilon`` everywhere.
+        float32 adversarial images, the shape of ``inputs``; ``|x_adv - x| <= epsilon``.
+
+    Raises:
+        ValueError: as :func:`fgsm`, and for ``steps < 1`` or ``step_size <= 0``.
 
     Reference: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks",
     ICLR 2018.
@@ -159,33 +169,19 @@ def pgd(
     Example:
         >>> adv = kerasviz.pgd(model, images, epsilon=4 / 255, steps=20)
     """
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
-        raise ValueError(f"Expected `steps` to be an int >= 1. Received: steps={steps!r}.")
-    batch, x, probe, target, (lo, hi) = _setup(
-        model, images, targets, targeted, value_range, epsilon
+    steps = positive_int(steps, "steps")
+    seed = integer(seed, "seed")
+    batch, probe, target, (lo, hi), eps, sign = _setup(
+        model, inputs, targets, targeted, value_range, epsilon, output
     )
-    if step_size is None:
-        step_size = 2.5 * epsilon / steps
-    if isinstance(step_size, bool) or not isinstance(step_size, int | float) or not step_size > 0:
-        raise ValueError(f"Expected `step_size` to be a positive number. Received: {step_size!r}.")
+    step = 2.5 * eps / steps if step_size is None else step_size
+    step = number(step, "step_size", low=0, open_low=True)
+    x = batch.arrays[0]
     noise = np.zeros_like(x)
-    if random_start:
-        noise = np.random.default_rng(seed).uniform(-epsilon, epsilon, x.shape).astype(np.float32)
-    settings = np.tile(
-        np.asarray([[epsilon, step_size, -1.0 if targeted else 1.0, lo, hi]], np.float32),
-        (batch.n, 1),
-    )
+    if boolean(random_start, "random_start"):
+        noise = np.random.default_rng(seed).uniform(-eps, eps, x.shape).astype(np.float32)
+    target = fix_predictions(probe, batch, target, batch_size)
+    settings = tf.constant([eps, step, sign, lo, hi], tf.float32)
     fn = probe.step(_pgd, target.rule)
-    indices = target.indices
-    steps_t = tf.constant(int(steps), tf.int32)
-    results = [
-        fn(
-            tf.constant(x[rows]),
-            tf.constant(indices[rows]),
-            tf.constant(noise[rows]),
-            tf.constant(settings[rows]),
-            steps_t,
-        )
-        for rows in chunk_slices(batch.n, batch_size)
-    ]
-    return batch.squeeze(tf.concat(results, axis=0).numpy())
+    constants = [settings, tf.constant(steps, tf.int32)]
+    return _run(fn, batch, target, batch_size, noise, constants=constants)

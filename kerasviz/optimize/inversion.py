@@ -1,71 +1,79 @@
 """Feature inversion: the image whose features at a layer match a given image's (Mahendran &
-Vedaldi), optimized by the same compiled loop as :func:`kerasviz.maximize`."""
+Vedaldi), optimized by the same compiled loop as :func:`kerasviz.maximize`, with feature
+matching as one more objective kind."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasviz._inputs import as_batch
+from kerasviz._checks import in_value_range
+from kerasviz._inputs import as_batch, run_chunked
 from kerasviz._layers import LayerSpec, resolve_layer
-from kerasviz.features import feature_maps
+from kerasviz._probe import Probe, get_probe
 from kerasviz.optimize.loop import (
     OptimizationResult,
-    _check_positive_int,
-    _check_range,
-    _start_params,
+    OptimizationSettings,
     canvas_shape,
+    image_input,
     run_optimization,
+    start_params,
 )
-from kerasviz.optimize.params import Parametrization, get_parametrization
-from kerasviz.optimize.regularizers import alpha_norm, check_regularizers, total_variation
-from kerasviz.optimize.transforms import check_transforms
+from kerasviz.optimize.objectives import Objective, Term, plan
+from kerasviz.optimize.regularizers import alpha_norm, total_variation
 
 
-class _InversionScorer:
-    """Score = minus the normalized squared distance ``||phi(x) - phi0||^2 / ||phi0||^2``."""
+@dataclass(frozen=True, eq=False, repr=False)
+class FeatureMatch(Term):
+    """``-||phi(x) - features||^2 / ||features||^2``, ``phi`` the output of ``layer``."""
 
-    logits = False
+    layer: LayerSpec
+    features: np.ndarray
+    name = "feature_match"
 
-    def __init__(self, path: str, targets: np.ndarray):
-        self.layers = [path]
-        self.key = ("invert", path)
-        flat = targets.reshape(targets.shape[0], -1).astype(np.float64)
-        norms = np.maximum(np.sum(flat * flat, axis=1), 1e-12).astype(np.float32)
-        self.arrays = [targets.astype(np.float32), norms]
-        self.labels = [f"inversion of image {i} at {path!r}" for i in range(targets.shape[0])]
+    @property
+    def layers(self) -> tuple:
+        return (self.layer,)
 
-    def score(self, outputs, logits, arrays):
-        target, norm = arrays
-        diff = tf.reshape(outputs[0] - target, [tf.shape(target)[0], -1])
+    def params(self, where):
+        if self.features.shape != where.shapes[0]:
+            raise ValueError(
+                f"Expected `features` of shape {where.shapes[0]} for layer {where.paths[0]!r}. "
+                f"Received: shape {self.features.shape}."
+            )
+        norm = max(float(np.sum(np.square(self.features, dtype=np.float64))), 1e-12)
+        return self.features.astype(np.float32), np.float32(norm)
+
+    @staticmethod
+    def score(static, outputs, logits, features, norm):
+        diff = tf.reshape(outputs[0] - features, [tf.shape(features)[0], -1])
         return -tf.reduce_sum(tf.square(diff), axis=1) / norm
+
+
+def _layer_outputs(probe: Probe, inputs):
+    return probe(inputs)[0][0]
+
+
+#: invert's defaults where they differ from :class:`OptimizationSettings`.
+_INVERT = {"steps": 200, "transforms": (), "regularizers": ()}
 
 
 def invert(
     model: keras.Model,
-    images: Any,
+    inputs: Any,
     layer: LayerSpec,
     *,
-    steps: int = 200,
     alpha: float = 6.0,
     alpha_weight: float = 1e-3,
     tv_weight: float = 0.5,
     beta: float = 2.0,
     start: str | np.ndarray = "noise",
-    parametrization: str | Parametrization = "pixel",
-    transforms: Sequence = (),
-    optimizer: Any = None,
-    learning_rate: float | None = None,
-    value_range: tuple[float, float] = (0.0, 1.0),
-    seed: int = 0,
-    batch_size: int | None = None,
-    snapshot_every: int | None = None,
-    callback: Callable | None = None,
-    progress: bool | None = None,
+    **settings: Any,
 ) -> OptimizationResult:
     """Reconstructs images from their features at ``layer``.
 
@@ -75,19 +83,22 @@ def invert(
     one batch.
 
     Args:
-        model: the model.
-        images: ``(h, w, c)`` or ``(n, h, w, c)`` in ``value_range``.
+        model: a Sequential or functional model with one image input.
+        inputs: ``(h, w, c)`` or ``(n, h, w, c)`` images in ``value_range`` (uint8 included).
         layer: the layer whose features are matched.
-        steps: optimization steps.
         alpha, alpha_weight: the alpha-norm prior (Mahendran & Vedaldi use alpha = 6).
         tv_weight, beta: the total-variation prior.
-        start, parametrization, transforms, optimizer, learning_rate, value_range, seed,
-            batch_size, snapshot_every, callback, progress: as in :func:`kerasviz.maximize`.
+        start: as in :func:`kerasviz.maximize` (default ``"noise"``).
+        **settings: as in :func:`kerasviz.maximize`; defaults ``steps=200``, no transforms;
+            ``regularizers`` are added to the two priors.
 
     Returns:
-        :class:`~kerasviz.optimize.loop.OptimizationResult`: ``images`` the reconstructions
-        and ``history`` (the normalized feature distance at every step, ``(n, steps)``) and
-        ``snapshots``, all without the batch axis for a single image.
+        :class:`~kerasviz.optimize.loop.OptimizationResult`: ``images`` the float32
+        reconstructions, ``history`` the normalized feature distance at every step
+        ``(n, steps)`` and ``snapshots``, all without the batch axis for a single image.
+
+    Raises:
+        ValueError: an invalid setting or layer, or ``inputs`` outside ``value_range``.
 
     Reference: Mahendran & Vedaldi, "Understanding Deep Image Representations by Inverting
     Them", CVPR 2015.
@@ -96,57 +107,25 @@ def invert(
         >>> rec = kerasviz.invert(model, photo, "block2_conv2", steps=300).images
         >>> kerasviz.metrics.ssim(rec, photo)
     """
-    steps = _check_positive_int(steps, "steps")
-    value_range = _check_range(value_range)
-    batch = as_batch(model, images, "images")
+    s = OptimizationSettings(**{**_INVERT, **settings})
+    priors = (alpha_norm(alpha, alpha_weight), total_variation(tv_weight, beta))
+    s = dataclasses.replace(s, regularizers=priors + s.regularizers)
+    image_input(model)
+    batch = as_batch(model, inputs)
     x0 = batch.arrays[0]
-    lo, hi = value_range
-    tol = 1e-4 * (hi - lo)
-    if x0.min() < lo - tol or x0.max() > hi + tol:
-        raise ValueError(
-            f"Expected `images` inside value_range={value_range}. Received: values in "
-            f"[{x0.min():g}, {x0.max():g}]."
-        )
-    path, _ = resolve_layer(model, layer)
+    in_value_range(x0, s.value_range, "inputs")
+    path, _ = resolve_layer(model, layer, "layer")
     canvas, model_hw = canvas_shape(model, x0.shape[1:3])
-    param = get_parametrization(parametrization)
-    transforms = check_transforms(transforms, canvas[0], canvas[1])
-    regularizers = check_regularizers(
-        (alpha_norm(alpha, alpha_weight), total_variation(tv_weight, beta))
-    )
-    targets = feature_maps(model, x0, [path], batch_size=batch_size)[path]
-    scorer = _InversionScorer(path, targets)
-    start_params = _start_params(start, param, canvas, value_range, int(seed))
-    if start_params.shape[0] not in (1, batch.n):
-        raise ValueError(
-            f"Expected `start` to hold one image or one per input image ({batch.n}). "
-            f"Received: {start_params.shape[0]}."
-        )
+    probe = get_probe(model, [path], logits=False)
+    features = run_chunked(probe.step(_layer_outputs), batch.arrays, s.batch_size)
+    objectives = [Objective(FeatureMatch(path, f)) for f in features]
+    p = plan(model, objectives, x0.shape[1:])
     result = run_optimization(
-        model,
-        scorer,
-        batch.n,
-        canvas=canvas,
-        model_hw=model_hw,
-        start_params=start_params,
-        steps=steps,
-        param=param,
-        transforms=transforms,
-        regularizers=regularizers,
-        optimizer=optimizer,
-        learning_rate=learning_rate,
-        value_range=value_range,
-        seed=int(seed),
-        batch_size=batch_size,
-        snapshot_every=snapshot_every,
-        callback=callback,
-        progress=progress,
-        name="target",
+        model, p, s, start_params(start, s, canvas), canvas, model_hw, pre_relu=False
     )
     result.history = -result.history
     if batch.single:
-        result.images = result.images[0]
-        result.history = result.history[0]
+        result.images, result.history = result.images[0], result.history[0]
         if result.snapshots is not None:
             result.snapshots = result.snapshots[0]
     return result

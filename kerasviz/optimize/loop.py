@@ -4,31 +4,47 @@ The whole inner loop of a chunk of rows runs inside one ``tf.function``: a ``tf.
 over the steps, with the parametrization, the random transforms, the probe's forward and
 backward pass, the regularizers and the optimizer update. Nothing returns to the host inside
 the loop; the loop runs in segments only where the host asked for something between steps
-(snapshots every N steps, or a progress bar). The compiled function and its variables are
-cached per structure, so a second call with the same shapes does not trace again.
+(snapshots every N steps, or a progress bar). The compiled loop and its variables are cached
+on the probe by structure (:meth:`kerasviz.Probe.cached`), so a second call with the same
+shapes does not trace again.
+
+How to optimize is one frozen value, :class:`OptimizationSettings`, validated once; the
+keyword arguments of :func:`maximize`, :func:`filter_patterns`, :func:`deep_dream` and
+:func:`kerasviz.invert` are its fields.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasviz._checks import (
+    boolean,
+    finite,
+    in_value_range,
+    integer,
+    number,
+    optional_positive_int,
+    positive_int,
+    value_range,
+)
 from kerasviz._graph import check_graph_model, model_inputs
 from kerasviz._inputs import chunk_slices
 from kerasviz._layers import LayerSpec, output_shape, resolve_layer
-from kerasviz._probe import compiled, get_probe, note_trace
+from kerasviz._probe import Probe, compiled, get_probe, note_trace
 from kerasviz.optimize.objectives import (
     Objective,
+    Plan,
+    Scorer,
     as_objectives,
     channel,
     layer_norm,
-    resolve,
+    plan,
 )
 from kerasviz.optimize.params import Parametrization, get_parametrization
 from kerasviz.optimize.regularizers import DEFAULT_REGULARIZERS, check_regularizers, penalty
@@ -38,12 +54,110 @@ from kerasviz.optimize.transforms import DEFAULT_TRANSFORMS, apply_transforms, c
 DEFAULT_LEARNING_RATE = 0.05
 
 
+@dataclass(frozen=True)
+class _OptimizerSpec:
+    """The optimizer as a hashable value (it keys the compiled loop); builds fresh copies."""
+
+    cls: Any  # a keras optimizer class, or None for normalized ascent
+    key: str = ""
+    config: dict | None = field(default=None, compare=False)
+
+    def build(self):
+        return None if self.cls is None else self.cls.from_config(self.config)
+
+
+@dataclass(frozen=True)
+class OptimizationSettings:
+    """How an input is optimized: the keyword arguments of :func:`maximize`,
+    :func:`filter_patterns`, :func:`deep_dream` and :func:`kerasviz.invert`.
+
+    Attributes:
+        steps: optimization steps (>= 1).
+        parametrization: ``"pixel"`` (unit-space values clipped to ``[0, 1]`` after each step;
+            unchanged pixels stay exactly as they started), ``"fourier"`` (decorrelated,
+            1/f-scaled spectrum through a sigmoid) or a
+            :class:`~kerasviz.optimize.params.Parametrization`.
+        regularizers: penalties from :mod:`kerasviz.optimize.regularizers`; ``()`` for none.
+        transforms: random transforms from :mod:`kerasviz.optimize.transforms`; ``()`` for none.
+        optimizer: None for ``keras.optimizers.Adam(learning_rate)``, any keras optimizer
+            instance (copied, never changed), or ``"normalized"``: the seeds' normalized ascent
+            ``x += lr * g / rms(g)``, i.e. ``lr * sqrt(h*w*c) * g / ||g||`` per image.
+        learning_rate: Adam's or the normalized step's size in unit space (default 0.05);
+            None with a keras optimizer instance.
+        value_range: the model's input range ``(low, high)``, e.g. ``(0, 255)`` for 8-bit
+            images fed to a model that rescales inside. Start images must lie inside it (a
+            ValueError names it otherwise; nothing is clipped silently); results lie inside it.
+        seed: makes noise starts and transforms reproducible.
+        batch_size: rows optimized (and run through the model) at once; None for all.
+        snapshot_every: keep the images every N steps (``result.snapshots``).
+        callback: ``callback(step, images, rows)`` with each chunk's snapshot, as it is taken.
+        progress: show a progress bar; None shows one for long runs.
+
+    Raises:
+        ValueError: on construction, naming the invalid field.
+    """
+
+    steps: int = 256
+    parametrization: str | Parametrization = "pixel"
+    regularizers: Sequence = DEFAULT_REGULARIZERS
+    transforms: Sequence = DEFAULT_TRANSFORMS
+    optimizer: keras.optimizers.Optimizer | str | None = None
+    learning_rate: float | None = None
+    value_range: tuple[float, float] = (0.0, 1.0)
+    seed: int = 0
+    batch_size: int | None = None
+    snapshot_every: int | None = None
+    callback: Callable[[int, np.ndarray, slice], None] | None = None
+    progress: bool | None = None
+    optimizer_spec: _OptimizerSpec = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        put("steps", positive_int(self.steps, "steps"))
+        put("parametrization", get_parametrization(self.parametrization))
+        put("regularizers", check_regularizers(self.regularizers))
+        put("transforms", check_transforms(self.transforms))
+        put("value_range", value_range(self.value_range))
+        put("seed", integer(self.seed, "seed"))
+        put("batch_size", optional_positive_int(self.batch_size, "batch_size"))
+        put("snapshot_every", optional_positive_int(self.snapshot_every, "snapshot_every"))
+        if self.progress is not None:
+            put("progress", boolean(self.progress, "progress"))
+        if self.callback is not None and not callable(self.callback):
+            raise ValueError(f"Expected `callback` to be callable. Received: {self.callback!r}.")
+        if self.learning_rate is not None:
+            put("learning_rate", number(self.learning_rate, "learning_rate", 0, open_low=True))
+        put("optimizer_spec", _optimizer_spec(self.optimizer, self.learning_rate))
+
+
+def _optimizer_spec(optimizer: Any, learning_rate: float | None) -> _OptimizerSpec:
+    if optimizer is None:
+        lr = learning_rate or DEFAULT_LEARNING_RATE
+        return _OptimizerSpec(keras.optimizers.Adam, repr(lr), {"learning_rate": lr})
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        if learning_rate is not None:
+            raise ValueError(
+                "Expected `learning_rate` to be None when a keras optimizer is given (it has "
+                f"its own). Received: learning_rate={learning_rate!r}."
+            )
+        config = {k: v for k, v in optimizer.get_config().items() if k != "name"}
+        return _OptimizerSpec(type(optimizer), repr(sorted(config.items())), config)
+    if isinstance(optimizer, str) and optimizer == "normalized":
+        return _OptimizerSpec(None)
+    raise ValueError(
+        "Expected `optimizer` to be None (Adam), 'normalized' or a keras optimizer instance. "
+        f"Received: optimizer={optimizer!r}."
+    )
+
+
 @dataclass
 class OptimizationResult:
     """What an optimization returns.
 
     Attributes:
-        images: ``(n, h, w, c)`` optimized images in ``value_range``.
+        images: ``(n, h, w, c)`` float32 optimized images in ``value_range``.
         history: ``(n, steps)`` each row's objective value at every step (before that step's
             update, on the transformed image the step saw).
         snapshots: ``(n, k, h, w, c)`` images after steps ``snapshot_steps``, or None.
@@ -61,43 +175,29 @@ class OptimizationResult:
         return self.images if dtype is None else self.images.astype(dtype)
 
 
-# ---------------------------------------------------------------- argument checks
+# ---------------------------------------------------------------- images and starts
 
 
-def _check_positive_int(value: Any, argname: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"Expected `{argname}` to be an int >= 1. Received: {argname}={value!r}.")
-    return int(value)
+def image_input(model: keras.Model) -> tuple:
+    """``(h, w, c)`` of the model's one image input (None for a free size).
 
-
-def _check_range(value_range: Any) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        lo, hi = math.nan, math.nan
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(
-            "Expected `value_range` to be (low, high) with finite low < high. "
-            f"Received: value_range={value_range!r}."
-        )
-    return lo, hi
-
-
-def _image_input(model: keras.Model) -> tuple:
+    Raises:
+        ValueError: for a model without exactly one ``(batch, h, w, c)`` input.
+    """
     check_graph_model(model)
     inputs = model_inputs(model)
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
-        shapes = [tuple(t.shape) for t in inputs]
         raise ValueError(
             "Expected `model` to take one image input (batch, height, width, channels) for "
-            f"input-space optimization. Received: model inputs of shapes {shapes}."
+            f"input-space optimization. Received: model inputs of shapes "
+            f"{[tuple(t.shape) for t in inputs]}."
         )
     return tuple(inputs[0].shape[1:])
 
 
 def canvas_shape(model: keras.Model, size: Any) -> tuple[tuple[int, int, int], tuple | None]:
     """``((h, w, c) of the optimized images, (h, w) the model needs or None if any size)``."""
-    mh, mw, c = _image_input(model)
+    mh, mw, c = image_input(model)
     model_hw = (mh, mw) if mh is not None and mw is not None else None
     if size is None:
         if model_hw is None:
@@ -114,106 +214,55 @@ def canvas_shape(model: keras.Model, size: Any) -> tuple[tuple[int, int, int], t
     return (int(hw[0]), int(hw[1]), c), model_hw
 
 
-def _start_params(
-    start: Any,
-    param: Parametrization,
-    canvas: tuple,
-    value_range: tuple,
-    seed: int,
-    argname: str = "start",
-) -> np.ndarray:
-    """Start variables ``(m, ...)``, ``m`` = 1 (shared by every row) or one per start image."""
+def start_params(start: Any, settings: OptimizationSettings, canvas: tuple) -> np.ndarray:
+    """Start variables ``(m, ...)``, ``m`` = 1 (shared by every row) or one per start image.
+
+    Raises:
+        ValueError: an unknown start, images of the wrong shape, non-finite or outside
+            ``value_range``.
+    """
     h, w, c = canvas
-    lo, hi = value_range
+    param = settings.parametrization
     if isinstance(start, str):
         if start == "gray":
             return param.from_unit(np.full((1, h, w, c), 0.5, np.float32))
         if start == "noise":
-            return param.noise(np.random.default_rng(seed), h, w, c)[None]
+            return param.noise(np.random.default_rng(settings.seed), h, w, c)[None]
         raise ValueError(
-            f"Expected `{argname}` to be 'gray', 'noise' or an image array. Received: {start!r}."
+            f"Expected `start` to be 'gray', 'noise' or an image array. Received: {start!r}."
         )
-    array = np.asarray(start, dtype=np.float32)
-    if array.ndim == 3:
-        array = array[None]
+    array = np.asarray(start).astype(np.float32)
+    array = array[None] if array.ndim == 3 else array
     if array.ndim != 4 or array.shape[1:] != (h, w, c) or array.shape[0] == 0:
         raise ValueError(
-            f"Expected `{argname}` to be an image of shape {(h, w, c)} or a batch (n, {h}, {w}, "
+            f"Expected `start` to be an image of shape {(h, w, c)} or a batch (n, {h}, {w}, "
             f"{c}) matching the optimized size. Received: shape {np.shape(start)}."
         )
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"Expected `{argname}` to be finite. Received: values with NaN or Inf.")
-    tol = 1e-4 * (hi - lo)
-    if array.min() < lo - tol or array.max() > hi + tol:
-        raise ValueError(
-            f"Expected `{argname}` values inside value_range={value_range}. Received: values in "
-            f"[{array.min():g}, {array.max():g}]. Pass the model's input range as `value_range`."
-        )
-    unit = np.clip((array - lo) / (hi - lo), 0.0, 1.0)
-    return param.from_unit(unit)
-
-
-def _optimizer_spec(optimizer: Any, learning_rate: Any) -> tuple[Any, float | None]:
-    """(cache key, normalized-ascent learning rate or None)."""
-    if learning_rate is not None and (
-        isinstance(learning_rate, bool)
-        or not isinstance(learning_rate, int | float)
-        or not learning_rate > 0
-    ):
-        raise ValueError(
-            f"Expected `learning_rate` to be a positive number. Received: {learning_rate!r}."
-        )
-    if optimizer is None:
-        lr = DEFAULT_LEARNING_RATE if learning_rate is None else float(learning_rate)
-        return ("keras", "Adam", repr(sorted({"learning_rate": lr}.items()))), None
-    if isinstance(optimizer, str):
-        if optimizer != "normalized":
-            raise ValueError(
-                "Expected `optimizer` to be None (Adam), 'normalized' or a keras optimizer. "
-                f"Received: optimizer={optimizer!r}."
-            )
-        return ("normalized",), DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        if learning_rate is not None:
-            raise ValueError(
-                "Expected `learning_rate` to be None when a keras optimizer is given (it has its "
-                f"own). Received: learning_rate={learning_rate!r}."
-            )
-        config = optimizer.get_config()
-        config.pop("name", None)
-        return ("keras", type(optimizer), repr(sorted(config.items(), key=str))), None
-    raise ValueError(
-        "Expected `optimizer` to be None (Adam), 'normalized' or a keras optimizer instance. "
-        f"Received: {optimizer!r}."
-    )
-
-
-def _make_optimizer(optimizer: Any, learning_rate: float | None):
-    if optimizer is None:
-        lr = DEFAULT_LEARNING_RATE if learning_rate is None else float(learning_rate)
-        return keras.optimizers.Adam(learning_rate=lr)
-    # A fresh copy: the user's optimizer keeps its own state and is never built here.
-    return type(optimizer).from_config(optimizer.get_config())
+    finite(array, "start")
+    in_value_range(array, settings.value_range, "start")
+    lo, hi = settings.value_range
+    return param.from_unit(np.clip((array - lo) / (hi - lo), 0.0, 1.0))  # round-off only
 
 
 # ---------------------------------------------------------------- the compiled loop
 
 
 class _Runner:
-    """Variables, optimizer and the compiled segment for one structure and chunk size."""
+    """Variables, optimizer and the compiled segment for one structure and chunk size.
 
-    def __init__(
-        self, probe, scorer, param, transforms, regs, optimizer, rows, canvas, model_hw, value_range
-    ):
+    ``static`` is ``(parametrization, transforms, regularizers, optimizer spec, value_range)``.
+    """
+
+    def __init__(self, probe: Probe, scorer: Scorer, rows: int, canvas, model_hw, *static):
+        param, transforms, regularizers, optimizer, (lo, hi) = static
         h, w, c = canvas
         self.shape = param.shape(rows, h, w, c)
         self.var = keras.Variable(np.zeros(self.shape, np.float32), name="kerasviz_input")
-        self.opt = optimizer
+        self.opt = optimizer.build()
         self.opt_init: list[np.ndarray] = []
-        if optimizer is not None:
-            optimizer.build([self.var])
-            self.opt_init = [keras.ops.convert_to_numpy(v) for v in optimizer.variables]
-        lo, hi = value_range
+        if self.opt is not None:
+            self.opt.build([self.var])
+            self.opt_init = [keras.ops.convert_to_numpy(v) for v in self.opt.variables]
         resize = model_hw is not None and tuple(model_hw) != (h, w)
         clip = type(param).project is not Parametrization.project
 
@@ -225,13 +274,12 @@ class _Runner:
                 step = step0 + i
                 with tf.GradientTape() as tape:
                     unit = param.to_unit(tvar, h, w, c)
-                    x = apply_transforms(transforms, unit, seed, step)
-                    x = lo + x * (hi - lo)
+                    x = lo + apply_transforms(transforms, unit, seed, step) * (hi - lo)
                     if resize:
                         x = tf.image.resize(x, model_hw, method="bilinear")
                     outputs, logits = probe([x])
-                    scores = scorer.score(outputs, logits, arrays)
-                    loss_rows = penalty(regs, unit) - scores
+                    scores = scorer(outputs, logits, arrays)
+                    loss_rows = penalty(regularizers, unit) - scores
                     loss = tf.reduce_sum(loss_rows)
                 grad = tape.gradient(loss, tvar)
                 bad = tf.where((bad < 0) & ~tf.math.is_finite(loss_rows), step, bad)
@@ -259,114 +307,76 @@ class _Runner:
 
     def reset(self, params0: np.ndarray) -> None:
         self.var.assign(np.broadcast_to(params0, self.shape))
-        if self.opt is not None:
-            for variable, value in zip(self.opt.variables, self.opt_init, strict=True):
-                variable.assign(value)
+        for variable, value in zip(
+            self.opt.variables if self.opt else [], self.opt_init, strict=True
+        ):
+            variable.assign(value)
 
 
 def run_optimization(
     model: keras.Model,
-    scorer: Any,
-    n: int,
-    *,
+    plan: Plan,
+    settings: OptimizationSettings,
+    start: np.ndarray,
     canvas: tuple,
     model_hw: tuple | None,
-    start_params: np.ndarray,
-    steps: int,
-    param: Parametrization,
-    transforms: tuple,
-    regularizers: tuple,
-    optimizer: Any,
-    learning_rate: float | None,
-    value_range: tuple,
-    seed: int,
-    batch_size: int | None,
-    snapshot_every: int | None,
-    callback: Callable | None,
-    progress: bool | None,
-    name: str = "objective",
-    pre_relu: bool = False,
+    *,
+    pre_relu: bool,
 ) -> OptimizationResult:
-    """The shared engine of :func:`maximize` and :func:`kerasviz.invert` (see there).
+    """The engine of :func:`maximize` and :func:`kerasviz.invert`: optimizes ``plan``'s rows.
 
+    ``start`` holds start variables from :func:`start_params`, one row for all or one per row.
     ``pre_relu`` scores layers that end in a ReLU before it (see :class:`kerasviz.Probe`).
+
+    Raises:
+        ValueError: a start count other than 1 or the row count; a NaN or Inf loss (naming the
+            step, the row and its objective).
     """
-    opt_key, normalized_lr = _optimizer_spec(optimizer, learning_rate)
-    probe = get_probe(model, scorer.layers, logits=scorer.logits, pre_relu=pre_relu)
-    slices = chunk_slices(n, batch_size)
-    if snapshot_every is not None:
-        snapshot_every = _check_positive_int(snapshot_every, "snapshot_every")
-    if progress is None:
-        progress = steps * len(slices) >= 2000
-    if snapshot_every is not None:
-        segment = snapshot_every
-    elif progress:
-        segment = max(1, -(-steps // 20))
-    else:
-        segment = steps
-    bar = keras.utils.Progbar(steps * len(slices)) if progress else None
-    seed_t = tf.constant(seed, tf.int64)
-    lr_t = tf.constant(normalized_lr or 0.0, tf.float32)
-
-    images, history, snapshots = [], [], []
-    snapshot_steps = (
-        tuple(range(snapshot_every, steps + 1, snapshot_every)) if snapshot_every else ()
-    )
-    done = 0
-    for rows in slices:
-        count = rows.stop - rows.start
-        key = (
-            "optimize",
-            scorer.key,
-            param,
-            canvas,
-            model_hw,
-            transforms,
-            regularizers,
-            opt_key,
-            count,
-            value_range,
+    s = settings
+    n = len(plan.labels)
+    if start.shape[0] not in (1, n):
+        raise ValueError(
+            f"Expected `start` to hold one image or one per row ({n}). "
+            f"Received: {start.shape[0]} images."
         )
+    transforms = check_transforms(s.transforms, canvas[:2])
+    probe = get_probe(model, plan.scorer.layers, logits=plan.scorer.logits, pre_relu=pre_relu)
+    slices = chunk_slices(n, s.batch_size)
+    progress = s.steps * len(slices) >= 2000 if s.progress is None else s.progress
+    segment = s.snapshot_every or (max(1, -(-s.steps // 20)) if progress else s.steps)
+    bar = keras.utils.Progbar(s.steps * len(slices)) if progress else None
+    seed, lr = (
+        tf.constant(s.seed, tf.int64),
+        tf.constant(s.learning_rate or DEFAULT_LEARNING_RATE, tf.float32),
+    )
+    static = (s.parametrization, transforms, s.regularizers, s.optimizer_spec, s.value_range)
 
-        def factory(probe, count=count):
-            opt = None if opt_key[0] == "normalized" else _make_optimizer(optimizer, learning_rate)
-            return _Runner(
-                probe,
-                scorer,
-                param,
-                transforms,
-                regularizers,
-                opt,
-                count,
-                canvas,
-                model_hw,
-                value_range,
-            )
-
-        runner = probe.function(key, factory)
-        params0 = start_params if start_params.shape[0] == 1 else start_params[rows]
-        runner.reset(params0)
-        arrays = [tf.constant(a[rows]) for a in scorer.arrays]
+    images, history, snapshots, done = [], [], [], 0
+    for rows in slices:
+        runner = probe.cached(
+            _Runner, plan.scorer, rows.stop - rows.start, canvas, model_hw, *static
+        )
+        runner.reset(start if start.shape[0] == 1 else start[rows])
+        arrays = [tf.constant(a[rows]) for a in plan.arrays]
         chunk_hist, chunk_snaps = [], []
-        for s0 in range(0, steps, segment):
-            k = min(segment, steps - s0)
+        for s0 in range(0, s.steps, segment):
+            k = min(segment, s.steps - s0)
             hist, bad, image = runner.segment(
-                tf.constant(s0, tf.int32), tf.constant(k, tf.int32), seed_t, lr_t, arrays
+                tf.constant(s0, tf.int32), tf.constant(k, tf.int32), seed, lr, arrays
             )
             bad = bad.numpy()
             if np.any(bad >= 0):
                 row = int(np.argmin(np.where(bad >= 0, bad, np.iinfo(np.int32).max)))
                 raise ValueError(
                     f"The loss became NaN or Inf at step {int(bad[row])} (steps count from 0) "
-                    f"for row {rows.start + row}, {name} {scorer.labels[rows.start + row]}. "
+                    f"for row {rows.start + row}, objective {plan.labels[rows.start + row]}. "
                     "Check the objective, the learning rate and the model's numerics."
                 )
             chunk_hist.append(hist)
-            if snapshot_every is not None and (s0 + k) % snapshot_every == 0:
-                frame = image.numpy()
-                chunk_snaps.append(frame)
-                if callback is not None:
-                    callback(s0 + k, frame, rows)
+            if s.snapshot_every is not None and (s0 + k) % s.snapshot_every == 0:
+                chunk_snaps.append(image.numpy())
+                if s.callback is not None:
+                    s.callback(s0 + k, chunk_snaps[-1], rows)
             done += k
             if bar is not None:
                 bar.update(done)
@@ -374,37 +384,38 @@ def run_optimization(
         images.append(image)
         if chunk_snaps:
             snapshots.append(np.stack(chunk_snaps, axis=1))
-    history = tf.transpose(tf.concat(history, axis=1)).numpy()
-    images = tf.concat(images, axis=0).numpy()
+    step_counts = range(s.snapshot_every, s.steps + 1, s.snapshot_every) if s.snapshot_every else ()
     return OptimizationResult(
-        images=images,
-        history=history,
+        images=tf.concat(images, axis=0).numpy(),
+        history=tf.transpose(tf.concat(history, axis=1)).numpy(),
         snapshots=np.concatenate(snapshots, axis=0) if snapshots else None,
-        snapshot_steps=snapshot_steps,
+        snapshot_steps=tuple(step_counts),
     )
 
 
 # ---------------------------------------------------------------- public functions
 
 
+def _maximize(
+    model: keras.Model, objectives: Any, settings: OptimizationSettings, size: Any, start: Any
+) -> OptimizationResult:
+    canvas, model_hw = canvas_shape(model, size)
+    objs = as_objectives(objectives)
+    params0 = start_params(start, settings, canvas)
+    if len(objs) == 1 and params0.shape[0] > 1:
+        objs = objs * params0.shape[0]
+    input_shape = (*model_hw, canvas[2]) if model_hw is not None else canvas
+    p = plan(model, objs, input_shape)
+    return run_optimization(model, p, settings, params0, canvas, model_hw, pre_relu=True)
+
+
 def maximize(
     model: keras.Model,
     objectives: Objective | Sequence[Objective],
     *,
-    steps: int = 256,
     size: int | tuple[int, int] | None = None,
     start: str | np.ndarray = "gray",
-    parametrization: str | Parametrization = "pixel",
-    regularizers: Sequence = DEFAULT_REGULARIZERS,
-    transforms: Sequence = DEFAULT_TRANSFORMS,
-    optimizer: keras.optimizers.Optimizer | str | None = None,
-    learning_rate: float | None = None,
-    value_range: tuple[float, float] = (0.0, 1.0),
-    seed: int = 0,
-    batch_size: int | None = None,
-    snapshot_every: int | None = None,
-    callback: Callable[[int, np.ndarray, slice], None] | None = None,
-    progress: bool | None = None,
+    **settings: Any,
 ) -> OptimizationResult:
     """Gradient ascent on the input: row ``i`` of one batch maximizes objective ``i``.
 
@@ -421,31 +432,22 @@ def maximize(
         model: a Sequential or functional model with one image input.
         objectives: one objective, or a list (one row each); with a batch of start images and
             one objective, every image is optimized for it.
-        steps: optimization steps (>= 1).
         size: ``(h, w)`` of the optimized images; defaults to the model's input size (required
             when that size is not fixed). With a fixed-size model a different size is resized
             (bilinear, inside the loop) to the model's size before each forward pass.
         start: ``"gray"`` (middle of ``value_range``), ``"noise"`` (seeded) or images
-            ``(h, w, c)`` / ``(n, h, w, c)`` in ``value_range``, e.g. a photo.
-        parametrization: ``"pixel"`` (values clipped to the range after each step; unchanged
-            pixels stay exactly as they started) or ``"fourier"`` (decorrelated, 1/f-scaled
-            spectrum through a sigmoid), or a :class:`~kerasviz.optimize.params.Parametrization`.
-        regularizers: penalties from :mod:`kerasviz.optimize.regularizers`; ``()`` for none.
-        transforms: random transforms from :mod:`kerasviz.optimize.transforms`; ``()`` for none.
-        optimizer: None for ``keras.optimizers.Adam(learning_rate)``, any keras optimizer
-            instance (copied, never changed), or ``"normalized"``: the seeds' normalized ascent
-            ``x += lr * g / rms(g)``, i.e. ``lr * sqrt(h*w*c) * g / ||g||`` per image.
-        learning_rate: Adam's or the normalized step's size in unit space (default 0.05).
-        value_range: the model's input range; images are produced inside it.
-        seed: makes noise and transforms reproducible.
-        batch_size: rows optimized at once; None for all.
-        snapshot_every: keep the images every N steps (``result.snapshots``).
-        callback: ``callback(step, images, rows)`` with each chunk's snapshot, as it is taken.
-        progress: show a progress bar; None shows one for long runs.
+            ``(h, w, c)`` / ``(n, h, w, c)`` in ``value_range`` (uint8 included), e.g. a photo.
+        **settings: the fields of :class:`OptimizationSettings`: ``steps`` (256),
+            ``parametrization``, ``regularizers``, ``transforms``, ``optimizer``,
+            ``learning_rate``, ``value_range`` ((0, 1)), ``seed``, ``batch_size``,
+            ``snapshot_every``, ``callback``, ``progress``.
 
     Returns:
-        :class:`OptimizationResult` with ``images (n, h, w, c)``, ``history (n, steps)`` and
-        ``snapshots``.
+        :class:`OptimizationResult` with float32 ``images (n, h, w, c)``, ``history (n, steps)``
+        and ``snapshots``.
+
+    Raises:
+        ValueError: an invalid setting or objective, or ``start`` outside ``value_range``.
 
     Reference: Erhan et al., "Visualizing Higher-Layer Features of a Deep Network", 2009;
     Olah et al., "Feature Visualization", Distill 2017.
@@ -455,47 +457,7 @@ def maximize(
         >>> images = kerasviz.maximize(model, objs, steps=128).images  # (64, 224, 224, 3)
         >>> dream = kerasviz.maximize(model, kerasviz.logit(3), start=photo).images[0]
     """
-    steps = _check_positive_int(steps, "steps")
-    value_range = _check_range(value_range)
-    canvas, model_hw = canvas_shape(model, size)
-    param = get_parametrization(parametrization)
-    transforms = check_transforms(transforms, canvas[0], canvas[1])
-    regularizers = check_regularizers(regularizers)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"Expected `seed` to be an int. Received: seed={seed!r}.")
-    objs = as_objectives(objectives)
-    start_params = _start_params(start, param, canvas, value_range, int(seed))
-    m = start_params.shape[0]
-    if len(objs) == 1 and m > 1:
-        objs = objs * m
-    if m not in (1, len(objs)):
-        raise ValueError(
-            f"Expected `start` to hold one image or one per objective ({len(objs)}). "
-            f"Received: {m} images."
-        )
-    input_shape = (*model_hw, canvas[2]) if model_hw is not None else canvas
-    plan = resolve(model, objs, input_shape)
-    return run_optimization(
-        model,
-        plan,
-        len(objs),
-        canvas=canvas,
-        model_hw=model_hw,
-        start_params=start_params,
-        steps=steps,
-        param=param,
-        transforms=transforms,
-        regularizers=regularizers,
-        optimizer=optimizer,
-        learning_rate=learning_rate,
-        value_range=value_range,
-        seed=int(seed),
-        batch_size=batch_size,
-        snapshot_every=snapshot_every,
-        callback=callback,
-        progress=progress,
-        pre_relu=True,
-    )
+    return _maximize(model, objectives, OptimizationSettings(**settings), size, start)
 
 
 def filter_patterns(
@@ -504,9 +466,8 @@ def filter_patterns(
     channels: Sequence[int] | None = None,
     *,
     size: int | tuple[int, int] | None = None,
-    steps: int = 256,
-    batch_size: int | None = None,
-    **kwargs: Any,
+    start: str | np.ndarray = "gray",
+    **settings: Any,
 ) -> np.ndarray:
     """One image per channel of ``layer``, each maximizing that channel's mean activation.
 
@@ -514,21 +475,19 @@ def filter_patterns(
         model: the model.
         layer: the layer (name, path, index or object).
         channels: channel indices; None for the first 64 (or all, when fewer).
-        size, steps, batch_size, **kwargs: passed to :func:`maximize`.
+        size, start, **settings: as in :func:`maximize`.
 
     Returns:
-        ``(len(channels), h, w, c)`` images in ``value_range``.
+        float32 ``(len(channels), h, w, c)`` images in ``value_range``.
 
     Example:
         >>> patterns = kerasviz.filter_patterns(vgg, "block3_conv1", size=128, steps=64)
         >>> kerasviz.plot.save(kerasviz.plot.image_grid(patterns, cols=8), "filters.png")
     """
     path, obj = resolve_layer(model, layer)
-    total = output_shape(obj)[-1]
-    if channels is None:
-        channels = range(min(64, total))
+    channels = range(min(64, output_shape(obj)[-1])) if channels is None else channels
     objs = [channel(path, c) for c in channels]
-    return maximize(model, objs, size=size, steps=steps, batch_size=batch_size, **kwargs).images
+    return _maximize(model, objs, OptimizationSettings(**settings), size, start).images
 
 
 def _resize(images: np.ndarray, hw: tuple) -> np.ndarray:
@@ -537,101 +496,89 @@ def _resize(images: np.ndarray, hw: tuple) -> np.ndarray:
     return tf.image.resize(images, hw, method="bilinear").numpy()
 
 
+#: deep_dream's defaults where they differ from :class:`OptimizationSettings`.
+_DREAM = {"optimizer": "normalized", "learning_rate": 0.01, "transforms": (), "regularizers": ()}
+
+
 def deep_dream(
     model: keras.Model,
-    image: Any,
+    inputs: Any,
     layers: LayerSpec | Sequence[LayerSpec] | dict,
     *,
     octaves: int = 3,
     octave_scale: float = 1.4,
     steps_per_octave: int = 20,
-    learning_rate: float = 0.01,
-    optimizer: Any = "normalized",
-    transforms: Sequence = (),
-    regularizers: Sequence = (),
-    value_range: tuple[float, float] = (0.0, 1.0),
-    seed: int = 0,
-    batch_size: int | None = None,
-    progress: bool | None = None,
+    **settings: Any,
 ) -> np.ndarray:
     """DeepDream: amplifies what ``layers`` see in a photo, from coarse to fine octaves.
 
     Each octave runs :func:`maximize` on the :func:`layer_norm` objectives at a larger size,
     starting from the previous result upscaled, with the detail lost by downscaling added
-    back. A model with a variable input size runs each octave at its own size; a fixed-size
-    model sees each octave's canvas resized to its input size inside the loop.
+    back (the sum kept inside ``value_range``). A model with a variable input size runs each
+    octave at its own size; a fixed-size model sees each octave's canvas resized to its input
+    size inside the loop.
 
     Args:
         model: the model.
-        image: ``(h, w, c)`` or ``(n, h, w, c)`` in ``value_range``.
+        inputs: ``(h, w, c)`` or ``(n, h, w, c)`` images in ``value_range`` (uint8 included).
         layers: a layer, a list of layers, or ``{layer: weight}``.
         octaves: number of scales (>= 1); the smallest is ``octave_scale ** (octaves - 1)``
             times smaller than the image.
-        steps_per_octave, learning_rate, optimizer, transforms, regularizers, value_range,
-            seed, batch_size, progress: as in :func:`maximize` (normalized ascent by default).
+        octave_scale: size ratio of consecutive octaves (>= 1).
+        steps_per_octave: optimization steps per octave (>= 1).
+        **settings: as in :func:`maximize` but ``steps``; the defaults here are normalized
+            ascent with ``learning_rate=0.01``, no transforms and no regularizers.
 
     Returns:
-        The dreamed image(s), same shape as ``image``.
+        float32 dreamed images, the shape of ``inputs``.
+
+    Raises:
+        ValueError: invalid arguments, or ``inputs`` outside ``value_range``.
 
     Reference: Mordvintsev et al., "Inceptionism", Google Research blog, 2015.
 
     Example:
         >>> dream = kerasviz.deep_dream(model, photo, {"mixed4": 1.0, "mixed5": 1.5})
     """
-    octaves = _check_positive_int(octaves, "octaves")
-    if (
-        isinstance(octave_scale, bool)
-        or not isinstance(octave_scale, int | float)
-        or not (octave_scale >= 1)
-    ):
+    octaves = positive_int(octaves, "octaves")
+    octave_scale = number(octave_scale, "octave_scale", low=1)
+    if "steps" in settings:
         raise ValueError(
-            f"Expected `octave_scale` to be a number >= 1. Received: {octave_scale!r}."
+            f"Expected `steps_per_octave` for deep_dream. Received: steps={settings['steps']!r}."
         )
-    value_range = _check_range(value_range)
+    s = OptimizationSettings(**{**_DREAM, **settings, "steps": steps_per_octave})
     if isinstance(layers, dict):
         weighted = list(layers.items())
-    elif isinstance(layers, list | tuple):
-        weighted = [(spec, 1.0) for spec in layers]
     else:
-        weighted = [(layers, 1.0)]
+        weighted = [
+            (spec, 1.0) for spec in (layers if isinstance(layers, list | tuple) else [layers])
+        ]
     if not weighted:
         raise ValueError("Expected `layers` to name at least one layer. Received: none.")
     objective = sum(float(w) * layer_norm(spec) for spec, w in weighted)
-    _, _, c = _image_input(model)
-    array = np.asarray(image, np.float32)
+    c = image_input(model)[-1]
+    array = np.asarray(inputs).astype(np.float32)  # uint8 gives 0..255 values
     single = array.ndim == 3
     array = array[None] if single else array
-    if array.ndim != 4 or (c is not None and array.shape[-1] != c):
+    if array.ndim != 4 or array.shape[-1] != (c or array.shape[-1]):
         raise ValueError(
-            f"Expected `image` to be (h, w, {c}) or (n, h, w, {c}). Received: shape {np.shape(image)}."
+            f"Expected `inputs` to be (h, w, {c}) or (n, h, w, {c}) images. Received: shape "
+            f"{np.shape(inputs)}."
         )
+    finite(array, "inputs")
+    in_value_range(array, s.value_range, "inputs")
     h, w = array.shape[1:3]
     sizes = [
         (max(1, round(h / octave_scale**k)), max(1, round(w / octave_scale**k)))
         for k in range(octaves - 1, -1, -1)
     ]
-    lo, hi = value_range
-    dream = array
-    shrunk = _resize(array, sizes[0])
+    lo, hi = s.value_range
+    dream, shrunk = array, _resize(array, sizes[0])
     for hw in sizes:
+        # Resizing keeps values inside the range; the clip only undoes the detail added below.
         dream = np.clip(_resize(dream, hw), lo, hi)
-        dream = maximize(
-            model,
-            objective,
-            steps=steps_per_octave,
-            size=hw,
-            start=dream,
-            regularizers=regularizers,
-            transforms=transforms,
-            optimizer=optimizer,
-            learning_rate=learning_rate,
-            value_range=value_range,
-            seed=seed,
-            batch_size=batch_size,
-            progress=progress,
-        ).images
-        lost_detail = _resize(array, hw) - _resize(shrunk, hw)
-        dream = dream + lost_detail
+        dream = _maximize(model, objective, s, hw, dream).images
+        dream = dream + _resize(array, hw) - _resize(shrunk, hw)
         shrunk = _resize(array, hw)
     dream = np.clip(dream, lo, hi)
     return dream[0] if single else dream

@@ -1,64 +1,251 @@
-"""What to maximize: small composable objectives, resolved into one batched scoring function.
+"""What to maximize: objective kinds as small classes, many objectives scored as one batch.
 
-An :class:`Objective` is a weighted sum of terms (``channel``, ``neuron``, ``logit``,
-``layer_norm``, ``direction``, ``custom``); ``0.5 * a + b``, ``a - b`` and ``-a`` build new
-ones. A list of objectives is one batch: row ``i`` of the optimized images scores objective
-``i``. :func:`resolve` turns the list into a :class:`ObjectivePlan`: per-row weight arrays plus
-one scoring function whose structure (which layers, how many neuron slots) is all that the
-compiled code depends on, so two lists with the same structure share one trace.
+An :class:`Objective` is a weighted sum of terms; ``0.5 * a + b``, ``a - b`` and ``-a`` build
+new ones. Each term is an instance of a :class:`Term` subclass, its *kind*: :class:`Channel`,
+:class:`Neuron`, :class:`Logit`, :class:`LayerNorm`, :class:`Direction`, :class:`Custom` (and
+feature matching in :mod:`kerasviz.optimize.inversion`). A kind declares the layers it reads
+and the constant arrays it needs, and scores a batch of rows. A new kind is one class.
+
+A list of objectives is one batch: row ``i`` of the images is scored by objective ``i``.
+:func:`plan` gathers the terms of one kind that read the same layers (and share the kind's
+``static()`` settings) into one group of ``K`` slots, ``K`` the most such terms in any row:
+the group's arrays are a weight ``(n, K)`` and each of the kind's params stacked to ``(n, K,
+...)``; a row without the term has weight 0. The compiled code is keyed by the groups'
+structure (:class:`Scorer`), never by the weights or indices, so two lists of the same
+structure share one trace, and every row is scored in one pass, without a loop over rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasviz._inputs import as_batch, run_chunked
 from kerasviz._layers import LayerSpec, output_shape, resolve_layer
-from kerasviz._probe import compiled, get_probe, note_trace
+from kerasviz._probe import Probe, get_probe
+from kerasviz._targets import ScoreRule, num_classes_of
 
-# ---------------------------------------------------------------- terms and objectives
+# ---------------------------------------------------------------- kinds
 
 
-@dataclass(frozen=True, eq=False)
-class _Term:
-    kind: str  # channel | neuron | direction | layer_norm | logit | custom
-    layer: Any = None
-    index: Any = None
-    position: Any = None
-    vector: Any = None
-    fn: Callable | None = None
+@dataclass(frozen=True)
+class Where:
+    """What a term is checked against (see :meth:`Term.params`).
+
+    Attributes:
+        paths: the resolved paths of the term's ``layers``.
+        shapes: their output shapes without the batch axis, for the optimized input size.
+        classes: the model's class count (2 for a one-unit head), None if no term reads logits.
+    """
+
+    paths: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    classes: int | None
+
+
+class Term:
+    """One kind of objective term. Subclass it (a frozen dataclass, say) to add a kind.
+
+    A kind declares:
+
+    - ``layers``: the layer specs it reads (names, paths, indices or layers), a tuple;
+    - ``logits``: True when it reads the pre-softmax scores;
+    - ``params(where)``: the term's constant arrays (no batch axis), checked against the model
+      (:class:`Where`); they are stacked over rows, so every term of a kind must give the same
+      shapes for the same layers;
+    - ``static()``: hashable settings shared by every row, passed to ``score`` (default ``()``);
+    - ``score(static, outputs, logits, *params)``, a static method run inside compiled code on
+      a batch of rows: ``outputs`` holds the float32 outputs ``(rows, ...)`` of ``layers``,
+      ``logits`` the ``(rows, units)`` scores (None unless ``logits``), each param has a
+      leading rows axis. It returns ``(rows,)`` scores.
+    """
+
     layers: tuple = ()
     logits: bool = False
 
+    def params(self, where: Where) -> tuple:
+        return ()
+
+    def static(self) -> tuple:
+        return ()
+
+    @staticmethod
+    def score(static: tuple, outputs: list, logits: Any, *params: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
     def __repr__(self) -> str:
-        if self.kind == "channel":
-            return f"channel({self.layer!r}, {self.index!r})"
-        if self.kind == "neuron":
-            pos = "" if self.position is None else f", position={self.position!r}"
-            return f"neuron({self.layer!r}, {self.index!r}{pos})"
-        if self.kind == "direction":
-            return f"direction({self.layer!r}, <vector of {np.size(self.vector)}>)"
-        if self.kind == "layer_norm":
-            return f"layer_norm({self.layer!r})"
-        if self.kind == "logit":
-            return f"logit({self.index!r})"
+        values = [getattr(self, f.name) for f in fields(self)] if is_dataclass(self) else []
+        shown = [
+            f"<array of shape {np.shape(v)}>" if isinstance(v, np.ndarray) else repr(v)
+            for v in values
+            if v is not None
+        ]
+        name = getattr(self, "name", type(self).__name__.lower())
+        return f"{name}({', '.join(shown)})"
+
+
+def _check_index(index: Any, limit: int, argname: str, where: str) -> int:
+    if isinstance(index, bool) or not isinstance(index, int | np.integer):
+        raise ValueError(f"Expected `{argname}` to be an int. Received: {argname}={index!r}.")
+    if not 0 <= index < limit:
+        raise ValueError(
+            f"Expected `{argname}` to be in [0, {limit - 1}] for {where}. "
+            f"Received: {argname}={index}."
+        )
+    return int(index)
+
+
+def _channel(index: Any, where: Where) -> int:
+    channels = where.shapes[0][-1]
+    return _check_index(
+        index, channels, "index", f"layer {where.paths[0]!r} with {channels} channels"
+    )
+
+
+def _per_channel_mean(x: tf.Tensor) -> tf.Tensor:
+    """``(rows, ..., C) -> (rows, C)``: the mean over every position."""
+    return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1, x.shape[-1]]), axis=1)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class _LayerTerm(Term):
+    layer: LayerSpec
+
+    @property
+    def layers(self) -> tuple:
+        return (self.layer,)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Channel(_LayerTerm):
+    """The mean of channel ``index`` of ``layer`` over every position."""
+
+    index: int
+
+    def params(self, where):
+        return (np.int32(_channel(self.index, where)),)
+
+    @staticmethod
+    def score(static, outputs, logits, index):
+        return tf.gather(_per_channel_mean(outputs[0]), index, batch_dims=1)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Neuron(_LayerTerm):
+    """Channel ``index`` of ``layer`` at ``position`` (the map's centre when None)."""
+
+    index: int
+    position: tuple | None = None
+
+    def params(self, where):
+        spatial, channels = where.shapes[0][:-1], where.shapes[0][-1]
+        position = tuple(s // 2 for s in spatial) if self.position is None else self.position
+        if len(position) != len(spatial) or any(
+            isinstance(p, bool) or not isinstance(p, int | np.integer) or not 0 <= p < s
+            for p, s in zip(position, spatial, strict=False)
+        ):
+            raise ValueError(
+                f"Expected `position` to be {len(spatial)} ints inside the {spatial} map of layer "
+                f"{where.paths[0]!r}. Received: position={position!r}."
+            )
+        flat = np.ravel_multi_index(position, spatial) if spatial else 0
+        return (np.int32(flat * channels + _channel(self.index, where)),)
+
+    @staticmethod
+    def score(static, outputs, logits, flat_index):
+        act = outputs[0]
+        return tf.gather(tf.reshape(act, [tf.shape(act)[0], -1]), flat_index, batch_dims=1)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class LayerNorm(_LayerTerm):
+    """The mean of the squared outputs of ``layer`` (DeepDream)."""
+
+    name = "layer_norm"
+
+    @staticmethod
+    def score(static, outputs, logits):
+        act = outputs[0]
+        return tf.reduce_mean(tf.square(tf.reshape(act, [tf.shape(act)[0], -1])), axis=1)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Direction(_LayerTerm):
+    """The dot product of each position's channel vector with ``vector``, averaged over space."""
+
+    vector: np.ndarray
+
+    def params(self, where):
+        channels = where.shapes[0][-1]
+        vec = np.asarray(self.vector, np.float32).reshape(-1)
+        if vec.shape[0] != channels or not np.all(np.isfinite(vec)):
+            raise ValueError(
+                f"Expected `vector` to hold {channels} finite values, one per channel of layer "
+                f"{where.paths[0]!r}. Received: shape {np.shape(self.vector)}."
+            )
+        return (vec,)
+
+    @staticmethod
+    def score(static, outputs, logits, vector):
+        return tf.reduce_sum(_per_channel_mean(outputs[0]) * vector, axis=-1)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Logit(Term):
+    """The pre-softmax score of ``class_index``; a one-unit head is classes 0 (``-z``) and 1
+    (``z``), as everywhere in kerasviz (:mod:`kerasviz._targets`)."""
+
+    class_index: int
+    logits = True
+
+    def params(self, where):
+        index = _check_index(self.class_index, where.classes, "class_index", "the model's logits")
+        return (np.int32(index),)
+
+    @staticmethod
+    def score(static, outputs, logits, index):
+        rule = ScoreRule(binary=int(np.prod(logits.shape[1:])) == 1)
+        return tf.gather(rule.class_logits(logits), index, batch_dims=1)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Custom(Term):
+    """``fn(layer_outputs, logits) -> (rows,)``; ``fn`` is the static part (keys the trace)."""
+
+    fn: Callable
+    layers: tuple = ()
+    logits: bool = False
+
+    def static(self):
+        return (self.fn,)
+
+    @staticmethod
+    def score(static, outputs, logits):
+        return static[0](list(outputs), logits)
+
+    def __repr__(self) -> str:
         return f"custom({getattr(self.fn, '__name__', 'fn')}, layers={list(self.layers)!r})"
 
 
+# ---------------------------------------------------------------- objectives
+
+
 class Objective:
-    """A weighted sum of terms; each term scores one row of a batch, shape ``(batch,)``.
+    """A weighted sum of terms; scores one row of a batch.
 
     Build objectives with :func:`channel`, :func:`neuron`, :func:`logit`, :func:`layer_norm`,
-    :func:`direction` and :func:`custom`, and combine them: ``0.5 * a + b``, ``a - b``, ``-a``,
-    ``a / 2``, ``sum([a, b, c])``.
+    :func:`direction`, :func:`custom` or ``Objective(term)`` for any :class:`Term`, and combine
+    them: ``0.5 * a + b``, ``a - b``, ``-a``, ``a / 2``, ``sum([a, b, c])``.
     """
 
-    def __init__(self, terms: Sequence[tuple[float, _Term]]):
+    def __init__(self, terms: Term | Sequence[tuple[float, Term]]):
+        if isinstance(terms, Term):
+            terms = [(1.0, terms)]
         self.terms = tuple((float(w), t) for w, t in terms)
 
     def __add__(self, other: Any) -> Objective:
@@ -78,9 +265,9 @@ class Objective:
     __rmul__ = __mul__
 
     def __truediv__(self, weight: Any) -> Objective:
-        if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
-            return NotImplemented
-        return self * (1.0 / float(weight))
+        return (
+            self * (1.0 / weight) if isinstance(weight, int | float | np.number) else NotImplemented
+        )
 
     def __neg__(self) -> Objective:
         return self * -1.0
@@ -91,8 +278,7 @@ class Objective:
         return self + (-other)
 
     def __repr__(self) -> str:
-        parts = [repr(t) if w == 1.0 else f"{w:g} * {t!r}" for w, t in self.terms]
-        return " + ".join(parts)
+        return " + ".join(repr(t) if w == 1.0 else f"{w:g} * {t!r}" for w, t in self.terms)
 
 
 def channel(layer: LayerSpec, index: int) -> Objective:
@@ -101,7 +287,7 @@ def channel(layer: LayerSpec, index: int) -> Objective:
     Example:
         >>> objs = [kerasviz.channel("block3_conv1", i) for i in range(64)]
     """
-    return Objective([(1.0, _Term("channel", layer=layer, index=index))])
+    return Objective(Channel(layer, index))
 
 
 def neuron(layer: LayerSpec, index: int, position: Sequence[int] | None = None) -> Objective:
@@ -110,24 +296,22 @@ def neuron(layer: LayerSpec, index: int, position: Sequence[int] | None = None) 
     ``position`` has one int per spatial axis, e.g. ``(row, col)``; layers without spatial
     axes (Dense) take ``position=None``.
     """
-    pos = None if position is None else tuple(position)
-    return Objective([(1.0, _Term("neuron", layer=layer, index=index, position=pos))])
+    return Objective(Neuron(layer, index, None if position is None else tuple(position)))
 
 
 def logit(class_index: int) -> Objective:
     """The pre-softmax score of ``class_index`` (a final softmax/sigmoid is bypassed)."""
-    return Objective([(1.0, _Term("logit", index=class_index))])
+    return Objective(Logit(class_index))
 
 
 def layer_norm(layer: LayerSpec) -> Objective:
     """The DeepDream objective: the mean of the squared activations of ``layer``."""
-    return Objective([(1.0, _Term("layer_norm", layer=layer))])
+    return Objective(LayerNorm(layer))
 
 
 def direction(layer: LayerSpec, vector: Any) -> Objective:
     """The dot product of each position's channel vector with ``vector``, averaged over space."""
-    array = np.asarray(vector, dtype=np.float32)
-    return Objective([(1.0, _Term("direction", layer=layer, vector=array))])
+    return Objective(Direction(layer, np.asarray(vector, dtype=np.float32)))
 
 
 def custom(
@@ -141,120 +325,93 @@ def custom(
     """
     if not callable(fn):
         raise ValueError(f"Expected `fn` to be callable. Received: {fn!r}.")
-    return Objective([(1.0, _Term("custom", fn=fn, layers=tuple(layers), logits=bool(logits)))])
+    return Objective(Custom(fn, tuple(layers), bool(logits)))
 
 
 def as_objectives(objectives: Any, argname: str = "objectives") -> list[Objective]:
-    """A list of :class:`Objective` (one given alone becomes a list of one)."""
+    """A list of :class:`Objective` with at least one term each (one alone becomes a list)."""
     if isinstance(objectives, Objective):
-        return [objectives]
-    if isinstance(objectives, list | tuple):
-        objectives = list(objectives)
-        if not objectives:
-            raise ValueError(f"Expected `{argname}` to hold at least one objective. Received: [].")
-        for k, obj in enumerate(objectives):
-            if not isinstance(obj, Objective):
-                raise ValueError(
-                    f"Expected `{argname}` to be Objective values (kerasviz.channel, neuron, "
-                    f"logit, ...). Received: {argname}[{k}]={obj!r} of type {type(obj).__name__}."
-                )
-        return objectives
-    raise ValueError(
-        f"Expected `{argname}` to be an Objective or a list of them. Received: {objectives!r}."
-    )
+        objectives = [objectives]
+    if not isinstance(objectives, list | tuple) or not objectives:
+        raise ValueError(
+            f"Expected `{argname}` to be an Objective or a non-empty list of them. "
+            f"Received: {objectives!r}."
+        )
+    for k, obj in enumerate(objectives):
+        if not isinstance(obj, Objective) or not obj.terms:
+            raise ValueError(
+                f"Expected `{argname}` to be Objective values with at least one term "
+                f"(kerasviz.channel, neuron, logit, ...). Received: {argname}[{k}]={obj!r}."
+            )
+    return list(objectives)
 
 
-# ---------------------------------------------------------------- resolution
+# ---------------------------------------------------------------- batching
 
 
-@dataclass
-class _LayerSlots:
-    path: str
-    channels: int
-    spatial: tuple  # map size for the optimized input size
-    mean: bool = False  # channel / direction terms: weights (n, C) on the spatial mean
-    points: int = 0  # neuron terms: K slots of (n, K, C) weights at (n, K) flat positions
-    norm: bool = False  # layer_norm terms: (n,) weights
+@dataclass(frozen=True)
+class _Group:
+    kind: type
+    static: tuple
+    layers: tuple[int, ...]  # positions in Scorer.layers
+    logits: bool
+    slots: int
+    params: int
 
 
-@dataclass
-class ObjectivePlan:
-    """Resolved objectives: what the probe must return and per-row weight arrays.
+@dataclass(frozen=True)
+class Scorer:
+    """The structure of a batch of objectives; hashable, it keys compiled steps.
 
-    ``score(outputs, logits, arrays)`` runs inside compiled code and returns ``(rows,)``; it
-    depends only on :attr:`key`, never on the arrays' values.
+    ``scorer(outputs, logits, arrays) -> (rows,)`` runs inside compiled code; ``outputs`` are
+    the probe's outputs for :attr:`layers`, ``arrays`` the plan's arrays (rows first): per
+    group a weight ``(rows, K)`` and its params ``(rows, K, ...)``.
     """
 
-    layers: list[str]
+    layers: tuple[str, ...]
     logits: bool
-    key: tuple
-    arrays: list[np.ndarray]
-    slots: list[_LayerSlots] = field(default_factory=list)
-    customs: list[tuple[Callable, tuple[int, ...], bool]] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-    logit_weights: bool = False
+    groups: tuple[_Group, ...]
 
-    def score(self, outputs: Sequence[tf.Tensor], logits: Any, arrays: Sequence[tf.Tensor]):
-        arrays = iter(arrays)
-        total = 0.0
-        for slot, act in zip(self.slots, outputs, strict=False):
-            rows = tf.shape(act)[0]
-            flat = tf.reshape(act, [rows, -1, slot.channels])
-            if slot.mean:
-                total += tf.reduce_sum(tf.reduce_mean(flat, axis=1) * next(arrays), axis=-1)
-            if slot.points:
-                weights, positions = next(arrays), next(arrays)
-                values = tf.gather(flat, positions, batch_dims=1)  # (rows, K, C)
-                total += tf.reduce_sum(values * weights, axis=[1, 2])
-            if slot.norm:
-                total += next(arrays) * tf.reduce_mean(tf.square(flat), axis=[1, 2])
-        if self.logit_weights:
-            flat_logits = tf.reshape(logits, [tf.shape(logits)[0], -1])
-            total += tf.reduce_sum(flat_logits * next(arrays), axis=-1)
-        if self.customs:
-            coefs = next(arrays)
-            for j, (fn, idx, wants_logits) in enumerate(self.customs):
-                value = fn([outputs[i] for i in idx], logits if wants_logits else None)
+    def __call__(self, outputs: Sequence[tf.Tensor], logits: Any, arrays: Sequence[tf.Tensor]):
+        total, at = 0.0, 0
+        for g in self.groups:
+            weights, params = arrays[at], arrays[at + 1 : at + 1 + g.params]
+            at += 1 + g.params
+            outs = [outputs[k] for k in g.layers]
+            for k in range(g.slots):
+                value = g.kind.score(
+                    g.static, outs, logits if g.logits else None, *[p[:, k] for p in params]
+                )
                 value = tf.reshape(tf.cast(value, tf.float32), [-1])
-                c = coefs[:, j]
-                # A custom score that is NaN on rows it does not belong to must not leak there.
-                total += tf.where(c != 0, c * value, tf.zeros_like(value))
+                w = weights[:, k]
+                # A score that is NaN on rows it does not belong to must not leak there.
+                total += tf.where(w != 0, w * value, tf.zeros_like(value))
         return total
+
+
+@dataclass(eq=False)
+class Plan:
+    """Objectives resolved against a model: the :class:`Scorer` and its per-row arrays."""
+
+    scorer: Scorer
+    arrays: list[np.ndarray]
+    labels: list[str]
 
 
 def _map_shapes(model: keras.Model, paths: list[str], input_shape: tuple) -> dict[str, tuple]:
     """Output shapes (without batch axis) of ``paths`` for a model input of ``input_shape``."""
-    shapes, unknown = {}, []
-    for path in paths:
-        shape = output_shape(resolve_layer(model, path)[1])[1:]
-        if all(s is not None for s in shape):
-            shapes[path] = tuple(shape)
-        else:
-            unknown.append(path)
+    shapes = {p: tuple(output_shape(resolve_layer(model, p)[1])[1:]) for p in paths}
+    unknown = [p for p, s in shapes.items() if None in s]
     if unknown:
         probe = get_probe(model, unknown, logits=False)
         specs = probe.view.compute_output_spec(keras.KerasTensor((1, *input_shape)))
         specs = specs if isinstance(specs, list | tuple) else [specs]
-        for path, spec in zip(probe.paths, specs, strict=True):
-            shapes[path] = tuple(spec.shape[1:])
+        shapes.update({p: tuple(s.shape[1:]) for p, s in zip(probe.paths, specs, strict=True)})
     return shapes
 
 
-def _check_index(index: Any, limit: int, argname: str, where: str) -> int:
-    if isinstance(index, bool) or not isinstance(index, int | np.integer):
-        raise ValueError(f"Expected `{argname}` to be an int. Received: {argname}={index!r}.")
-    if not 0 <= index < limit:
-        raise ValueError(
-            f"Expected `{argname}` to be in [0, {limit - 1}] for {where}. "
-            f"Received: {argname}={index}."
-        )
-    return int(index)
-
-
-def resolve(
-    model: keras.Model, objectives: Sequence[Objective], input_shape: tuple
-) -> ObjectivePlan:
-    """Checks every term against ``model`` and builds the per-row weight arrays.
+def plan(model: keras.Model, objectives: Sequence[Objective], input_shape: tuple) -> Plan:
+    """Checks every term against ``model`` and builds the batch: row ``i`` scores objective ``i``.
 
     Args:
         model: the model.
@@ -263,186 +420,82 @@ def resolve(
 
     Raises:
         ValueError: unknown layer, channel index out of range, neuron position outside the
-        map, direction of the wrong length, class index out of range.
+        map, direction of the wrong length, class index out of range (from the kinds).
     """
     n = len(objectives)
-    layer_terms: dict[str, list] = {}
-    customs: dict[int, tuple] = {}
-    has_logit = False
+    rows = []
     for obj in objectives:
-        for _, term in obj.terms:
-            if term.kind in ("channel", "neuron", "direction", "layer_norm"):
-                path, _ = resolve_layer(model, term.layer, "layer")
-                layer_terms.setdefault(path, [])
-            elif term.kind == "logit":
-                has_logit = True
-            elif term.kind == "custom":
-                paths = tuple(resolve_layer(model, spec, "layers")[0] for spec in term.layers)
-                for path in paths:
-                    layer_terms.setdefault(path, [])
-                customs.setdefault(id(term.fn), (term.fn, paths, term.logits))
-                has_logit = has_logit or term.logits
-    paths = list(layer_terms)
-    shapes = _map_shapes(model, paths, input_shape)
-    slots = {p: _LayerSlots(p, shapes[p][-1], shapes[p][:-1]) for p in paths}
-    num_classes = None
-    if has_logit:
-        num_classes = get_probe(model, (), logits=True).num_classes
-
-    # First pass: which arrays each layer needs, and how many neuron slots.
-    per_row_points = [dict.fromkeys(paths, 0) for _ in range(n)]
-    for row, obj in enumerate(objectives):
-        for _, term in obj.terms:
-            if term.kind in ("channel", "direction"):
-                slots[resolve_layer(model, term.layer)[0]].mean = True
-            elif term.kind == "neuron":
-                path = resolve_layer(model, term.layer)[0]
-                per_row_points[row][path] += 1
-            elif term.kind == "layer_norm":
-                slots[resolve_layer(model, term.layer)[0]].norm = True
-    for path in paths:
-        slots[path].points = max(r[path] for r in per_row_points) if n else 0
-
-    means = {p: np.zeros((n, slots[p].channels), np.float32) for p in paths if slots[p].mean}
-    point_w = {
-        p: np.zeros((n, slots[p].points, slots[p].channels), np.float32)
-        for p in paths
-        if slots[p].points
-    }
-    point_pos = {p: np.zeros((n, slots[p].points), np.int32) for p in paths if slots[p].points}
-    norms = {p: np.zeros((n,), np.float32) for p in paths if slots[p].norm}
-    logit_w = np.zeros((n, num_classes or 1), np.float32)
-    custom_ids = list(customs)
-    custom_c = np.zeros((n, len(custom_ids)), np.float32)
-
-    for row, obj in enumerate(objectives):
-        used = dict.fromkeys(paths, 0)
+        row = []
         for weight, term in obj.terms:
-            if term.kind == "logit":
-                k = _check_index(term.index, num_classes, "class_index", "the model's logits")
-                logit_w[row, k] += weight
-                continue
-            if term.kind == "custom":
-                custom_c[row, custom_ids.index(id(term.fn))] += weight
-                continue
-            path, _ = resolve_layer(model, term.layer)
-            slot = slots[path]
-            where = f"layer {path!r} with {slot.channels} channels"
-            if term.kind == "channel":
-                k = _check_index(term.index, slot.channels, "index", where)
-                means[path][row, k] += weight
-            elif term.kind == "direction":
-                vec = np.asarray(term.vector, np.float32).reshape(-1)
-                if vec.shape[0] != slot.channels or not np.all(np.isfinite(vec)):
-                    raise ValueError(
-                        f"Expected `vector` to hold {slot.channels} finite values, one per "
-                        f"channel of layer {path!r}. Received: shape {np.shape(term.vector)}."
-                    )
-                means[path][row] += weight * vec
-            elif term.kind == "layer_norm":
-                norms[path][row] += weight
-            elif term.kind == "neuron":
-                k = _check_index(term.index, slot.channels, "index", where)
-                pos = _flat_position(term.position, slot.spatial, path)
-                j = used[path]
-                used[path] += 1
-                point_w[path][row, j, k] = weight
-                point_pos[path][row, j] = pos
+            argname = "layer" if len(term.layers) == 1 else "layers"
+            paths = tuple(resolve_layer(model, s, argname)[0] for s in term.layers)
+            row.append((weight, term, paths))
+        rows.append(row)
+    layers = list(dict.fromkeys(p for row in rows for _, _, paths in row for p in paths))
+    shapes = _map_shapes(model, layers, input_shape)
+    logits = any(t.logits for row in rows for _, t, _ in row)
+    classes = num_classes_of(get_probe(model).num_classes)[0] if logits else None
 
-    arrays: list[np.ndarray] = []
-    for p in paths:
-        slot = slots[p]
-        if slot.mean:
-            arrays.append(means[p])
-        if slot.points:
-            arrays += [point_w[p], point_pos[p]]
-        if slot.norm:
-            arrays.append(norms[p])
-    logit_used = any(t.kind == "logit" for obj in objectives for _, t in obj.terms)
-    if logit_used:
-        arrays.append(logit_w)
-    custom_list = [
-        (fn, tuple(paths.index(q) for q in cpaths), wants) for fn, cpaths, wants in customs.values()
-    ]
-    if custom_list:
-        arrays.append(custom_c)
-    layer_key = tuple((s.path, s.channels, s.mean, s.points, s.norm) for s in slots.values())
-    key = (
-        layer_key,
-        logit_used,
-        tuple((id(fn), idx, wants) for fn, idx, wants in custom_list),
-    )
-    return ObjectivePlan(
-        layers=paths,
-        logits=has_logit,
-        key=key,
-        arrays=arrays,
-        slots=list(slots.values()),
-        customs=custom_list,
-        labels=[repr(o) for o in objectives],
-        logit_weights=logit_used,
-    )
-
-
-def _flat_position(position: Any, spatial: tuple, path: str) -> int:
-    """Row-major index of ``position`` in a map of size ``spatial`` (centre when None)."""
-    if position is None:
-        position = tuple(s // 2 for s in spatial)
-    position = tuple(position)
-    bad = len(position) != len(spatial) or any(
-        isinstance(p, bool) or not isinstance(p, int | np.integer) or not 0 <= p < s
-        for p, s in zip(position, spatial, strict=False)
-    )
-    if bad:
-        raise ValueError(
-            f"Expected `position` to be {len(spatial)} ints inside the {spatial} map of layer "
-            f"{path!r}. Received: position={position!r}."
-        )
-    flat = 0
-    for p, s in zip(position, spatial, strict=True):
-        flat = flat * s + int(p)
-    return flat
+    groups: dict[tuple, list[list]] = {}
+    for r, row in enumerate(rows):
+        for weight, term, paths in row:
+            key = (type(term), term.static(), paths, bool(term.logits))
+            where = Where(paths, tuple(shapes[p] for p in paths), classes)
+            params = tuple(np.asarray(p) for p in term.params(where))
+            groups.setdefault(key, [[] for _ in range(n)])[r].append((weight, params))
+    arrays, specs = [], []
+    for (kind, static, paths, wants_logits), per_row in groups.items():
+        slots = max(len(entries) for entries in per_row)
+        first = next(params for entries in per_row for _, params in entries)
+        weights = np.zeros((n, slots), np.float32)
+        stacked = [np.zeros((n, slots, *p.shape), p.dtype) for p in first]
+        for r, entries in enumerate(per_row):
+            for k, (weight, params) in enumerate(entries):
+                weights[r, k] = weight
+                for target, p in zip(stacked, params, strict=True):
+                    target[r, k] = p
+        arrays += [weights, *stacked]
+        layer_ids = tuple(layers.index(p) for p in paths)
+        specs.append(_Group(kind, static, layer_ids, wants_logits, slots, len(first)))
+    scorer = Scorer(tuple(layers), logits, tuple(specs))
+    return Plan(scorer, arrays, [repr(o) for o in objectives])
 
 
 # ---------------------------------------------------------------- evaluation
 
 
-def _score_factory(plan: ObjectivePlan):
-    def factory(probe):
-        def score(inputs, *arrays):
-            note_trace("score_objectives")
-            outputs, logits = probe(inputs)
-            return plan.score(outputs, logits, arrays)
-
-        return compiled(score)
-
-    return factory
+def _score_objectives(probe: Probe, scorer: Scorer, inputs, *arrays):
+    outputs, logits = probe(inputs)
+    return scorer(outputs, logits, arrays)
 
 
 def score_objectives(
     model: keras.Model,
     objectives: Objective | Sequence[Objective],
-    images: Any,
+    inputs: Any,
     *,
     batch_size: int | None = None,
 ) -> np.ndarray:
     """Each image's objective value: row ``i`` scored by objective ``i`` (or one for all).
 
+    Layers are scored after their activation (what :func:`kerasviz.feature_maps` returns).
+
     Args:
-        model: the model.
+        model: a Sequential or functional model.
         objectives: one objective (applied to every image) or one per image.
-        images: ``(n, h, w, c)`` model inputs.
-        batch_size: rows per forward pass.
+        inputs: ``(n, h, w, c)`` model inputs or one image.
+        batch_size: rows per forward pass; None for all at once.
 
     Returns:
-        ``(n,)`` float32 scores.
+        ``(n,)`` float32 scores (a scalar for one image).
+
+    Raises:
+        ValueError: a count of objectives other than 1 or ``n``, or a term the model rejects.
 
     Example:
         >>> before = kerasviz.score_objectives(model, kerasviz.layer_norm("conv2"), photo)
     """
-    from kerasviz._inputs import as_batch, run_chunked
-
-    batch = as_batch(model, images, "images")
+    batch = as_batch(model, inputs)
     objs = as_objectives(objectives)
     if len(objs) == 1:
         objs = objs * batch.n
@@ -451,10 +504,7 @@ def score_objectives(
             f"Expected one objective for all images or one per image ({batch.n}). "
             f"Received: {len(objs)} objectives."
         )
-    plan = resolve(model, objs, batch.arrays[0].shape[1:])
-    probe = get_probe(model, plan.layers, logits=plan.logits)
-    fn = probe.function(("score_objectives", plan.key), _score_factory(plan))
-    scores = run_chunked(
-        lambda chunk, *extra: fn(chunk, *extra), batch.arrays, batch_size, extra=plan.arrays
-    )
-    return batch.squeeze(scores)
+    p = plan(model, objs, batch.arrays[0].shape[1:])
+    probe = get_probe(model, p.scorer.layers, logits=p.scorer.logits)
+    fn = probe.step(_score_objectives, p.scorer)
+    return batch.squeeze(run_chunked(fn, batch.arrays, batch_size, extra=p.arrays))

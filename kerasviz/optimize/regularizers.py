@@ -9,11 +9,12 @@ by Inverting Them", CVPR 2015.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
 import tensorflow as tf
+
+from kerasviz._checks import number
+from kerasviz._gaussian import gaussian_blur
 
 
 class Regularizer:
@@ -21,12 +22,6 @@ class Regularizer:
 
     def __call__(self, images: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
-
-
-def _nonnegative(value, argname: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ValueError(f"Expected `{argname}` to be a number >= 0. Received: {value!r}.")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -60,27 +55,13 @@ class TotalVariation(Regularizer):
         return self.weight * tf.reduce_mean(value, axis=[1, 2, 3])
 
 
-def _gaussian(sigma: float) -> np.ndarray:
-    radius = max(1, int(math.ceil(3 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum()).astype(np.float32)
-
-
 @dataclass(frozen=True)
 class Blur(Regularizer):
     weight: float
     sigma: float = 1.0
 
     def __call__(self, images):
-        c = images.shape[-1]
-        k = tf.constant(_gaussian(self.sigma))
-        r = (k.shape[0] - 1) // 2
-        padded = tf.pad(images, [[0, 0], [r, r], [r, r], [0, 0]], mode="SYMMETRIC")
-        ky = tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, c, 1])
-        kx = tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, c, 1])
-        blurred = tf.nn.depthwise_conv2d(padded, ky, [1, 1, 1, 1], "VALID")
-        blurred = tf.nn.depthwise_conv2d(blurred, kx, [1, 1, 1, 1], "VALID")
+        blurred = gaussian_blur(images, self.sigma)
         return self.weight * tf.reduce_mean(tf.square(images - blurred), axis=[1, 2, 3])
 
 
@@ -88,38 +69,41 @@ def alpha_norm(alpha: float = 6.0, weight: float = 1.0) -> AlphaNorm:
     """``weight * mean(|2x - 1| ** alpha)``: keeps unit-space pixels near the middle (gray).
 
     Mahendran & Vedaldi use ``alpha = 6``: it mostly punishes extreme values.
+
+    Raises:
+        ValueError: ``alpha < 1`` or ``weight < 0``.
     """
-    alpha = _nonnegative(alpha, "alpha")
-    if alpha < 1:
-        raise ValueError(f"Expected `alpha` to be >= 1. Received: alpha={alpha!r}.")
-    return AlphaNorm(alpha, _nonnegative(weight, "weight"))
+    return AlphaNorm(number(alpha, "alpha", low=1), number(weight, "weight", low=0))
 
 
 def l2(weight: float = 1.0) -> AlphaNorm:
     """``weight * mean((2x - 1) ** 2)``: :func:`alpha_norm` with ``alpha = 2``."""
-    return AlphaNorm(2.0, _nonnegative(weight, "weight"))
+    return alpha_norm(2.0, weight)
 
 
 def total_variation(weight: float = 1.0, beta: float = 2.0) -> TotalVariation:
     """``weight * mean((dx**2 + dy**2) ** (beta / 2))`` over pixels: smooth images.
 
     ``beta = 2`` is the squared TV of Mahendran & Vedaldi; ``beta = 1`` is the classic TV.
+
+    Raises:
+        ValueError: ``beta <= 0`` or ``weight < 0``.
     """
-    beta = _nonnegative(beta, "beta")
-    if beta <= 0:
-        raise ValueError(f"Expected `beta` to be > 0. Received: beta={beta!r}.")
-    return TotalVariation(_nonnegative(weight, "weight"), beta)
+    beta = number(beta, "beta", low=0, open_low=True)
+    return TotalVariation(number(weight, "weight", low=0), beta)
 
 
 def blur(weight: float = 1.0, sigma: float = 1.0) -> Blur:
     """``weight * mean((x - gaussian_blur(x, sigma)) ** 2)``: penalizes high frequencies.
 
-    A differentiable form of the "blur every few steps" of Yosinski et al. (2015).
+    ``sigma`` is in pixels. A differentiable form of the "blur every few steps" of Yosinski et
+    al. (2015).
+
+    Raises:
+        ValueError: ``sigma <= 0`` or ``weight < 0``.
     """
-    sigma = _nonnegative(sigma, "sigma")
-    if sigma <= 0:
-        raise ValueError(f"Expected `sigma` to be > 0. Received: sigma={sigma!r}.")
-    return Blur(_nonnegative(weight, "weight"), sigma)
+    sigma = number(sigma, "sigma", low=0, open_low=True)
+    return Blur(number(weight, "weight", low=0), sigma)
 
 
 #: Mild smoothing used by :func:`kerasviz.maximize` unless told otherwise.
@@ -128,9 +112,7 @@ DEFAULT_REGULARIZERS = (l2(0.01), total_variation(0.05))
 
 def check_regularizers(regularizers) -> tuple:
     """Validates ``regularizers``; returns them as a tuple (``()`` or None turns them off)."""
-    if regularizers is None:
-        return ()
-    regularizers = tuple(regularizers)
+    regularizers = tuple(regularizers or ())
     for k, r in enumerate(regularizers):
         if not isinstance(r, Regularizer):
             raise ValueError(

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from kerasviz._checks import integer, number
+
 
 class Transform:
     """Base class: ``__call__(images, seed) -> images`` and ``check(h, w)``."""
@@ -26,12 +28,6 @@ class Transform:
     def check(self, h: int, w: int) -> tuple[int, int]:
         """Validates against the incoming canvas size; returns the outgoing size."""
         return h, w
-
-
-def _positive_int(value, argname: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"Expected `{argname}` to be an int >= 0. Received: {value!r}.")
-    return value
 
 
 @dataclass(frozen=True)
@@ -134,7 +130,7 @@ class Rotate(Transform):
 
 def jitter(pixels: int) -> Jitter:
     """Random integer shift in ``[-pixels, pixels]`` per axis; borders filled by reflection."""
-    return Jitter(_positive_int(pixels, "pixels"))
+    return Jitter(integer(pixels, "pixels", minimum=0))
 
 
 def pad(pixels: int, value: float = 0.5) -> Pad:
@@ -142,23 +138,23 @@ def pad(pixels: int, value: float = 0.5) -> Pad:
 
     Later transforms move this border into view; the canvas is cropped back at the end.
     """
-    return Pad(_positive_int(pixels, "pixels"), float(value))
+    return Pad(integer(pixels, "pixels", minimum=0), number(value, "value"))
 
 
 def scale(factors: Sequence[float]) -> Scale:
     """Zoom about the centre by a factor drawn from ``factors``; the canvas size is kept."""
-    values = tuple(float(f) for f in factors)
-    if not values or any(not f > 0 for f in values):
-        raise ValueError(f"Expected `factors` to be positive numbers. Received: {factors!r}.")
+    values = tuple(number(f, "factors", low=0, open_low=True) for f in factors)
+    if not values:
+        raise ValueError("Expected `factors` to hold at least one number. Received: none.")
     return Scale(values)
 
 
 def rotate(degrees: float | Sequence[float]) -> Rotate:
     """Rotation about the centre by an angle uniform in ``[-degrees, degrees]``, or drawn from
     a sequence of angles."""
-    if isinstance(degrees, int | float):
-        return Rotate(float(abs(degrees)))
-    return Rotate(tuple(float(d) for d in degrees))
+    if isinstance(degrees, Sequence):
+        return Rotate(tuple(number(d, "degrees") for d in degrees))
+    return Rotate(abs(number(degrees, "degrees")))
 
 
 #: Lucid's standard robustness transforms, scaled for small inputs.
@@ -170,18 +166,17 @@ DEFAULT_TRANSFORMS = (
 )
 
 
-def check_transforms(transforms, h: int, w: int) -> tuple:
-    """Validates ``transforms`` for an ``h x w`` canvas; returns them as a tuple."""
-    if transforms is None:
-        transforms = ()
-    transforms = tuple(transforms)
+def check_transforms(transforms, size: tuple[int, int] | None = None) -> tuple:
+    """Validates ``transforms`` (for an ``(h, w)`` canvas when ``size`` is given); a tuple."""
+    transforms = tuple(transforms or ())
     for k, t in enumerate(transforms):
         if not isinstance(t, Transform):
             raise ValueError(
                 "Expected `transforms` to hold kerasviz transforms (jitter, scale, rotate, pad). "
                 f"Received: transforms[{k}]={t!r}."
             )
-        h, w = t.check(h, w)
+        if size is not None:
+            size = t.check(*size)
     return transforms
 
 
