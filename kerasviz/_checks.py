@@ -30,7 +30,8 @@ def integer(value: Any, name: str, minimum: int | None = None, maximum: int | No
     if not ok:
         if minimum is not None and maximum is not None:
             raise ValueError(
-                f"Expected `{name}` in [{minimum}, {maximum}] (an int). Received: {name}={value!r}."
+                f"Expected `{name}` to be an int in [{minimum}, {maximum}]. "
+                f"Received: {name}={value!r}."
             )
         if minimum is not None:
             what = f"an int >= {minimum}"

@@ -46,6 +46,15 @@ def model_inputs(model: keras.Model) -> list:
     return list(inputs)
 
 
+#: Which model kinds each function supports; every "needs a layer graph" error says it.
+SUPPORTED_MODELS = (
+    "Sequential and functional Keras models (nested ones included) support every kerasviz "
+    "function; subclassed models support only those that need just `model(x)`: saliency, "
+    "smoothgrad, integrated_gradients, occlusion, fgsm, pgd, metrics.deletion_auc and "
+    "metrics.insertion_auc"
+)
+
+
 def check_graph_model(model: Any) -> None:
     """Raises a ValueError for subclassed models, whose layer graph cannot be seen."""
     if not isinstance(model, keras.Model):
@@ -54,8 +63,8 @@ def check_graph_model(model: Any) -> None:
         raise ValueError(
             "Expected `model` to be a Sequential or functional Keras model (a layer graph). "
             f"Received: a subclassed model of type {type(model).__name__}, whose `call` hides "
-            "its layer graph. Wrap the layers in keras.Sequential or build the model with "
-            "keras.Input and the functional API."
+            f"its layer graph. {SUPPORTED_MODELS}. Wrap the layers in keras.Sequential or build "
+            "the model with keras.Input and the functional API."
         )
     model_inputs(model)
 
@@ -72,6 +81,36 @@ def iter_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, Any
         yield path, layer
         if is_graph_model(layer):
             yield from iter_layers(layer, prefix=f"{path}/")
+
+
+def call_counts(model: keras.Model) -> dict[int, int]:
+    """How many times the model's graph calls each layer, by ``id``: more than 1 is shared.
+
+    Counts the model's own nodes (a layer used by another model, or by a kerasviz view, is not
+    counted for that), descending into nested models; a nested model called twice counts
+    each of its layers twice.
+    """
+    counts: dict[int, int] = {}
+
+    def walk(graph: keras.Model, times: int) -> None:
+        if isinstance(graph, keras.Sequential):
+            ops = [
+                layer for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)
+            ]
+        else:
+            ops = [
+                node.operation
+                for depth in graph._nodes_by_depth
+                for node in graph._nodes_by_depth[depth]
+                if node.operation is not None and not node.is_input
+            ]
+        for op in ops:
+            counts[id(op)] = counts.get(id(op), 0) + times
+            if is_graph_model(op):
+                walk(op, times)
+
+    walk(model, 1)
+    return counts
 
 
 def run_graph(

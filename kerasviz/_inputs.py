@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasviz._checks import optional_positive_int
 from kerasviz._graph import check_graph_model, is_graph_model, model_inputs
 
 
@@ -42,9 +43,14 @@ _WHAT_TO_PASS = (
 )
 
 
-def _features(element):
-    """The model inputs of a dataset element: ``x`` of ``x``, ``(x,)``, ``(x, y)``, ``(x, y, w)``."""
+def _features(element: Any, inputs: int) -> Any:
+    """The model inputs of a dataset element (or element spec), for a model with ``inputs``
+    inputs: ``x`` of ``x``, ``(x,)``, ``(x, y)`` or ``(x, y, w)``. For several inputs, ``x`` is
+    a tuple or dict of them, and a bare tuple of ``inputs`` tensors is the inputs themselves."""
     if isinstance(element, tuple):
+        bare = inputs > 1 and len(element) == inputs
+        if bare and not any(isinstance(e, tuple | list | dict) for e in element):
+            return element
         return element[0]
     return element
 
@@ -55,7 +61,8 @@ def _from_dataset(dataset: tf.data.Dataset, ranks: list[int] | None):
     An element whose rank is one less than the model input's is one image (an unbatched
     dataset); for a model without known inputs, a leading ``None`` axis marks a batch.
     """
-    spec = keras.tree.flatten(_features(dataset.element_spec))
+    inputs = len(ranks) if ranks is not None else 1
+    spec = keras.tree.flatten(_features(dataset.element_spec, inputs))
     if ranks is not None and len(spec) == len(ranks):
         unbatched = all(s.shape.rank == r - 1 for s, r in zip(spec, ranks, strict=True))
     else:
@@ -64,7 +71,7 @@ def _from_dataset(dataset: tf.data.Dataset, ranks: list[int] | None):
         dataset = dataset.batch(256)
     parts = []
     for element in dataset:
-        parts.append(keras.tree.map_structure(np.asarray, _features(element)))
+        parts.append(keras.tree.map_structure(np.asarray, _features(element, inputs)))
     if not parts:
         raise ValueError(
             "Expected `inputs` to hold at least one image. Received: an empty dataset."
@@ -72,11 +79,17 @@ def _from_dataset(dataset: tf.data.Dataset, ranks: list[int] | None):
     return keras.tree.map_structure(lambda *xs: np.concatenate(xs, axis=0), *parts)
 
 
-def _stack_images(items: Sequence[Any], rank: int, argname: str):
-    """A list for a one-input model: one batch array, or a list of images to stack."""
+def _stack_images(items: Sequence[Any], rank: int | None, argname: str):
+    """A list for a one-input model: one batch array, or a list of images to stack.
+
+    ``rank`` is the model input's rank (batch axis included), None when unknown (a subclassed
+    model, whose list is always a list of images).
+    """
     arrays = [np.asarray(x) for x in items]
-    if len(arrays) == 1 and arrays[0].ndim == rank:
+    if rank is not None and len(arrays) == 1 and arrays[0].ndim == rank:
         return arrays[0]
+    if arrays and rank is None:
+        rank = arrays[0].ndim + 1
     if arrays and all(a.ndim == rank - 1 for a in arrays):
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1:
@@ -97,7 +110,12 @@ def _opaque_batch(model: keras.Model, inputs: Any, argname: str) -> Batch:
     if isinstance(inputs, tf.data.Dataset):
         inputs = _from_dataset(inputs, None)
     if isinstance(inputs, list | tuple):
-        inputs = np.stack([np.asarray(x) for x in inputs])
+        inputs = _stack_images(inputs, None, argname)
+    if isinstance(inputs, str | bytes | dict) or inputs is None:
+        raise ValueError(
+            f"Expected `{argname}` to be a batch (n, ...) for the subclassed model "
+            f"{model.name!r}: {_WHAT_TO_PASS}. Received: {type(inputs).__name__}."
+        )
     array = np.asarray(inputs)
     if array.ndim < 2:
         raise ValueError(
@@ -130,10 +148,10 @@ def as_batch(model: keras.Model, inputs: Any, argname: str = "inputs") -> Batch:
         inputs = _from_dataset(inputs, ranks)
     if isinstance(inputs, dict):
         names = [getattr(s, "name", None) for s in specs]
-        missing = [n for n in names if n not in inputs]
-        if missing:
+        if any(n not in inputs for n in names):
             raise ValueError(
-                f"Expected `{argname}` to have the keys {names}. Received keys {list(inputs)}."
+                f"Expected `{argname}` to be {_WHAT_TO_PASS}; a dict maps the model's input "
+                f"names {names} to arrays. Received: a dict with keys {list(inputs)}."
             )
         inputs = [inputs[n] for n in names]
     if len(specs) == 1:
@@ -171,7 +189,7 @@ def _check_one(x: Any, shape: tuple, name: str) -> tuple[np.ndarray, bool]:
         ) from None
     if array.dtype == object:
         raise ValueError(f"Expected `{name}` to be {_WHAT_TO_PASS}. Received: {type(x).__name__}.")
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+    if np.iscomplexobj(array) or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ValueError(
             f"Expected `{name}` to be numeric. Received: an array of dtype {array.dtype}."
         )
@@ -208,8 +226,7 @@ def _check_one(x: Any, shape: tuple, name: str) -> tuple[np.ndarray, bool]:
 
 def chunk_slices(n: int, batch_size: int | None) -> list[slice]:
     """Row slices of at most ``batch_size`` rows (all rows at once when None)."""
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"Expected `batch_size` to be a positive int. Received: {batch_size!r}.")
+    batch_size = optional_positive_int(batch_size, "batch_size")
     size = n if batch_size is None else batch_size
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 

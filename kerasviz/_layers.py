@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import difflib
 from typing import Any
 
 import keras
 
-from kerasviz._graph import check_graph_model, is_graph_model, iter_layers
+from kerasviz._graph import call_counts, check_graph_model, is_graph_model, iter_layers
 
 LayerSpec = str | int | keras.layers.Layer
 
@@ -75,15 +76,27 @@ def resolve_layer(model: keras.Model, layer: LayerSpec, argname: str = "layer") 
             f"Expected `{argname}` to name one layer. Received: {argname}={layer!r}, which is "
             f"ambiguous between {[p for p, _ in matches]}. Use the 'outer/inner' path form."
         )
-    names = list(
-        dict.fromkeys([p for p, _ in entries] + [p.rsplit("/", 1)[-1] for p, _ in entries])
-    )
-    close = difflib.get_close_matches(layer, names, n=5, cutoff=0.4)
+    close = _closest(layer, entries)
     hint = f" Closest valid names: {close}." if close else ""
     raise ValueError(
         f"Expected `{argname}` to be a layer of model {model.name!r}. Received: "
         f"{argname}={layer!r}, which is not a layer name or path.{hint}"
     )
+
+
+def _closest(query: str, entries: list[tuple[str, Any]], n: int = 5) -> list[str]:
+    """The layers closest to ``query``, each named once, by the shortest name that resolves
+    to it: its own name when unique in the model, else its ``outer/inner`` path."""
+    leaves = [path.rsplit("/", 1)[-1] for path, _ in entries]
+    repeats = collections.Counter(leaves)
+    spellings: dict[str, list[str]] = {}  # a spelling -> the names suggested for it
+    for (path, _), leaf in zip(entries, leaves, strict=True):
+        shown = leaf if repeats[leaf] == 1 else path
+        spellings.setdefault(path, []).append(shown)
+        if leaf != path:
+            spellings.setdefault(leaf, []).append(shown)
+    matches = difflib.get_close_matches(query, list(spellings), n=len(spellings), cutoff=0.4)
+    return list(dict.fromkeys(name for m in matches for name in spellings[m]))[:n]
 
 
 def output_shape(layer: Any) -> tuple:
@@ -116,11 +129,17 @@ def require_spatial(path: str, layer: Any, argname: str = "layer", rank: int | N
 
 
 def spatial_layers(model: keras.Model) -> list[tuple[str, Any]]:
-    """Every leaf layer whose output has spatial axes, in graph order."""
+    """Every leaf layer whose output has spatial axes, in graph order.
+
+    Shared layers (called more than once by the model) are left out: they have no single
+    output to show.
+    """
+    check_graph_model(model)
+    counts = call_counts(model)
     return [
         (path, layer)
         for path, layer in iter_layers(model)
-        if not is_graph_model(layer) and has_spatial_output(layer)
+        if not is_graph_model(layer) and counts.get(id(layer), 1) == 1 and has_spatial_output(layer)
     ]
 
 
@@ -147,15 +166,15 @@ def default_cam_layer(model: keras.Model) -> tuple[str, Any]:
 
     Works for 1D, 2D and 3D convolutions, and for custom layers with a kernel
     (:func:`is_conv`). A 1x1 convolution producing logits on a 1x1 map (MobileNetV3's head) is
-    never chosen.
+    never chosen, nor a shared convolution (called on several inputs: it has no one map).
 
     Raises:
         ValueError: when the model has no such layer; the message says to pass ``layer=``.
     """
     check_graph_model(model)
     best = None
-    for path, layer in iter_layers(model):
-        if is_graph_model(layer) or not is_conv(layer) or not has_spatial_output(layer):
+    for path, layer in spatial_layers(model):
+        if not is_conv(layer):
             continue
         spatial = output_shape(layer)[1:-1]
         if any(s is None or s > 1 for s in spatial):

@@ -12,7 +12,13 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kerasviz._graph import check_graph_model, is_graph_model, model_inputs, run_graph
+from kerasviz._graph import (
+    SUPPORTED_MODELS,
+    check_graph_model,
+    is_graph_model,
+    model_inputs,
+    run_graph,
+)
 from kerasviz._layers import (
     CONV_TYPES,
     DEPTHWISE_TYPES,
@@ -197,11 +203,16 @@ def _output_index(model: keras.Model, output: int | str | None) -> int:
 #: Compiled steps kept per probe; the least recently used one is dropped beyond this.
 MAX_STEPS = 32
 
-_SUPPORTED = (
-    "Sequential and functional Keras models (nested ones included) support every function; "
-    "subclassed models support only the methods that need just `model(x)`: saliency, "
-    "smoothgrad, integrated_gradients, occlusion, fgsm and pgd"
-)
+
+def _flat_size(shape: Sequence[int | None]) -> int | None:
+    """Units per example of an output shaped ``(batch, *shape)``: scores index the flattened
+    output (a ``(batch, 1, 1, k)`` conv head has ``k`` classes); None when unknown."""
+    size = 1
+    for dim in shape:
+        if dim is None:
+            return None
+        size *= int(dim)
+    return size
 
 
 class Probe:
@@ -222,8 +233,8 @@ class Probe:
         view: the ``keras.Model`` returning ``[*layer_outputs, logits]`` (logits last, when
             requested).
         paths: the resolved layer paths, in the order of ``layers``.
-        num_classes: the size of the logits' last axis (None until known for a subclassed
-            model; see :meth:`logits_size`).
+        num_classes: the units per example of the logits, flattened (None until known for a
+            subclassed model; see :meth:`logits_size`).
         sigmoid: the bypassed head was a sigmoid (probabilities are per-class sigmoids).
         graph: False for a subclassed model.
     """
@@ -293,7 +304,7 @@ class Probe:
             view_outputs,
             name=f"kerasviz_probe_{model.name}",
         )
-        self.num_classes = outputs[self.output_index].shape[-1] if logits else None
+        self.num_classes = _flat_size(outputs[self.output_index].shape[1:]) if logits else None
         self.sigmoid = logits and _is_sigmoid(head)
 
     def _init_opaque(self, model, layers, output, logits) -> None:
@@ -305,7 +316,7 @@ class Probe:
             raise ValueError(
                 f"Expected `model` to be a Sequential or functional model for a method that "
                 f"reads inner layers. Received: a subclassed model of type "
-                f"{type(model).__name__}, whose `call` hides its layer graph. {_SUPPORTED}."
+                f"{type(model).__name__}, whose `call` hides its layer graph. {SUPPORTED_MODELS}."
             )
         if output is not None and (isinstance(output, bool) or not isinstance(output, int)):
             raise ValueError(
@@ -335,7 +346,7 @@ class Probe:
         """The logits' last-axis size; a subclassed model is run once on one image to learn it."""
         if self.num_classes is None and not self.graph:
             _, logits = self([x[:1] for x in inputs])
-            self.num_classes = int(logits.shape[-1]) if logits.shape.rank > 1 else 1
+            self.num_classes = _flat_size(logits.shape[1:])
         return self.num_classes
 
     def raw(self, inputs: Sequence[Any]) -> tuple[list, Any]:

@@ -139,16 +139,13 @@ def _field(model: keras.Model, path: str, batch: Batch) -> ReceptiveField:
     return receptive_field(model, path, input_size=size)
 
 
-def _input_size(batch: Batch, maps: np.ndarray) -> tuple[int, ...]:
-    """The spatial size a linear resize targets: the model input with the map's spatial rank.
-
-    With several such inputs, the first one (a resize needs no receptive field, so it cannot
-    tell which input the layer sees; use ``upsample="receptive_field"`` for that).
-    """
-    rank = maps.ndim - 1
-    for x in batch.arrays:
+def _linear_target(batch: Batch, rank: int) -> tuple[int, tuple[int, ...]]:
+    """The model input a linear resize targets, and its spatial size: the first input with
+    ``rank`` spatial axes (a resize needs no receptive field, so it cannot tell which input a
+    layer sees; ``upsample="receptive_field"`` can)."""
+    for k, x in enumerate(batch.arrays):
         if x.ndim - 2 == rank:
-            return tuple(x.shape[1:-1])
+            return k, tuple(x.shape[1:-1])
     raise ValueError(
         f"Expected a model input with {rank} spatial axes to resize the maps onto. Received: "
         f"inputs of shapes {[x.shape for x in batch.arrays]}. Use `upsample=None`."
@@ -170,14 +167,32 @@ def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
 def resize_linear(maps: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Separable linear resize of ``(n, *spatial)`` maps to ``(n, *size)``: bilinear for 2D.
 
-    Equals ``tf.image.resize(method="bilinear", antialias=False)`` on 2D maps, and extends it
-    to 1D and 3D (trilinear) maps.
+    Equals ``tf.image.resize(method="bilinear", antialias=False)`` on 2D maps (half-pixel
+    centres), and extends it to 1D (linear) and 3D (trilinear) maps.
+
+    Args:
+        maps: float maps ``(n, *spatial)``, one to three spatial axes.
+        size: the output's spatial size, one int per spatial axis.
+
+    Returns:
+        float32 ``(n, *size)``.
     """
     out = np.asarray(maps, np.float64)
     for axis, n_out in enumerate(size, start=1):
         weights = _linear_weights(out.shape[axis], int(n_out))
         out = np.moveaxis(np.tensordot(weights, out, axes=([1], [axis])), 0, axis)
     return out.astype(np.float32)
+
+
+def _resize_tf(maps: tf.Tensor, weights: Sequence[tf.Tensor]) -> tf.Tensor:
+    """:func:`resize_linear` inside compiled code, with the per-axis ``(n_out, n_in)`` matrices
+    of :func:`_linear_weights` given as tensors (the spatial shape may be unknown when traced)."""
+    x = maps
+    for axis, w in enumerate(weights, start=1):
+        x = tf.tensordot(w, x, axes=[[1], [axis]])  # the resized axis comes first
+        perm = list(range(1, axis + 1)) + [0] + list(range(axis + 1, x.shape.rank))
+        x = tf.transpose(x, perm)
+    return x
 
 
 def project_host(
@@ -264,7 +279,7 @@ def cam(
     fn = probe.step(_cam, target.rule, weighting, relu, fields)
     maps = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
     if upsample == "bilinear":
-        maps = [resize_linear(m, _input_size(batch, m)) for m in maps]
+        maps = [resize_linear(m, _linear_target(batch, m.ndim - 1)[1]) for m in maps]
     result = dict(zip(probe.paths, maps, strict=True)) if many else maps[0]
     return batch.squeeze(result)
 
@@ -374,10 +389,10 @@ def _score_cam(
     rule: ScoreRule,
     channels: int,
     rf: ReceptiveField | None,
-    size: tuple,
     image: int,
     inputs,
     maps,
+    resize,
     indices,
     start,
     stop,
@@ -385,10 +400,7 @@ def _score_cam(
     rows, images, _, _ = expanded_rows(start, stop, channels)
     # maps: (n, channels, *spatial); one upsampled, min-max normalized mask per row.
     low = tf.gather_nd(maps, tf.stack([images, rows % channels], axis=1))
-    if rf is None:
-        up = tf.image.resize(low[..., None], size, method="bilinear")[..., 0]
-    else:
-        up = backproject_tf(low, rf)
+    up = backproject_tf(low, rf) if rf is not None else _resize_tf(low, resize)
     axes = list(range(1, up.shape.rank))
     lo = tf.reduce_min(up, axis=axes, keepdims=True)
     hi = tf.reduce_max(up, axis=axes, keepdims=True)
@@ -445,17 +457,24 @@ def score_cam(
     activations, indices = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
     n, channels = activations.shape[0], activations.shape[-1]
     bilinear = upsample == "bilinear"
-    if bilinear and activations.ndim != 4:
-        raise ValueError(
-            "Expected a 2D layer for Score-CAM with `upsample='bilinear'`. Received: layer "
-            f"{path!r} with {activations.ndim - 2} spatial axes. Use "
-            "upsample='receptive_field'."
-        )
-    rf = None if bilinear else _field(model, path, batch)
-    size = _input_size(batch, activations[..., 0])
-    image = rf.input_index if rf is not None else _image_index(batch, activations)
+    resize, size = [], None
+    if bilinear:
+        rf = None
+        image, size = _linear_target(batch, activations.ndim - 2)
+        resize = [
+            tf.constant(_linear_weights(n_in, n_out), tf.float32)
+            for n_in, n_out in zip(activations.shape[1:-1], size, strict=True)
+        ]
+    else:
+        rf = _field(model, path, batch)
+        image = rf.input_index
     if max_channels is not None:
-        max_channels = integer(max_channels, "max_channels", minimum=1, maximum=channels)
+        max_channels = integer(max_channels, "max_channels", minimum=1)
+        if max_channels > channels:
+            raise ValueError(
+                f"Expected `max_channels` in [1, {channels}], at most the channels of layer "
+                f"{path!r}. Received: max_channels={max_channels}."
+            )
         spread = activations.reshape(n, -1, channels).std(axis=1)
         keep = np.argsort(-spread, axis=1, kind="stable")[:, :max_channels]
         spatial = (1,) * (activations.ndim - 2)
@@ -463,19 +482,11 @@ def score_cam(
         channels = max_channels
     maps = np.moveaxis(activations, -1, 1)  # (n, channels, *spatial)
     plain = get_probe(model, (), output=output)
-    step = plain.step(_score_cam, target.rule, channels, rf, size, image)
+    step = plain.step(_score_cam, target.rule, channels, rf, image)
     total = n * channels
     rows = rows_per_pass(batch_size, n, total)
     xs = [tf.constant(a) for a in batch.arrays]
-    weights = run_rows(step, total, rows, xs, tf.constant(maps), tf.constant(indices))
+    weights = run_rows(step, total, rows, xs, tf.constant(maps), resize, tf.constant(indices))
     weights = tf.reshape(weights, [n, channels])
     result = combine(tf.constant(activations), weights, relu).numpy()
     return batch.squeeze(project_host(result, rf, upsample, size))
-
-
-def _image_index(batch: Batch, activations: np.ndarray) -> int:
-    """The model input a resized mask multiplies: the first with the layer's spatial rank."""
-    for k, x in enumerate(batch.arrays):
-        if x.ndim == activations.ndim:
-            return k
-    return 0

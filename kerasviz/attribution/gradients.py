@@ -46,7 +46,9 @@ def check_reduce(reduce: str | None) -> None:
 
 
 def _reduce(gradients: np.ndarray, reduce: str | None) -> np.ndarray:
-    if reduce is None:
+    """``abs_max`` over the channel axis of inputs with spatial axes ``(n, *spatial, c)``;
+    inputs without them (tabular features ``(n, f)``) have no channels and stay as they are."""
+    if reduce is None or gradients.ndim < 3:
         return gradients
     return np.max(np.abs(gradients), axis=-1)
 
@@ -76,7 +78,8 @@ def saliency(
         targets: an int, one int per image, a callable ``logits -> (n,)`` or None (predicted).
         batch_size: rows per forward pass; None for all images at once.
         reduce: ``"abs_max"`` for the maximum of ``|gradient|`` over channels ``(n, H, W)``,
-            None for the raw gradients ``(n, H, W, C)``.
+            None for the raw gradients ``(n, H, W, C)``. Inputs without spatial axes (tabular
+            features) are never reduced.
         output: which model output to explain, for models with several.
 
     Returns:

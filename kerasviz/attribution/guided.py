@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from kerasviz._checks import choice
 from kerasviz._engine import one_or_list, setup
-from kerasviz._graph import model_inputs, run_graph
+from kerasviz._graph import check_graph_model, model_inputs, run_graph
 from kerasviz._inputs import run_chunked
 from kerasviz._layers import CONV_TYPES, LayerSpec
 from kerasviz._probe import (
@@ -111,10 +111,12 @@ def _build_guided_view(model: keras.Model, output_index: int) -> keras.Model:
 
     inputs = model_inputs(model)
     outputs = run_graph(model, inputs, call)
+    # Logits in float32 whatever the policy, as the probe gives them.
+    logits = RuntimeLayer(lambda t: keras.ops.cast(t, "float32"), name="kerasviz_float32_logits")(
+        outputs[output_index]
+    )
     return keras.Model(
-        inputs if len(inputs) > 1 else inputs[0],
-        outputs[output_index],
-        name=f"kerasviz_guided_{model.name}",
+        inputs if len(inputs) > 1 else inputs[0], logits, name=f"kerasviz_guided_{model.name}"
     )
 
 
@@ -126,6 +128,7 @@ def guided_model(model: keras.Model, output: int | str | None = None) -> keras.M
         >>> np.allclose(view(x), kerasviz.get_probe(model)([x])[1])
         True
     """
+    check_graph_model(model)
     return get_probe(model, (), output=output).cached(_guided_view)
 
 
@@ -169,7 +172,9 @@ def guided_backprop(
     Example:
         >>> g = kerasviz.guided_backprop(model, images, targets=3)  # (n, H, W, C)
     """
+    check_graph_model(model)
     batch, probe, target = setup(model, inputs, targets, output=output)
+    probe.cached(_guided_view)  # built here, eagerly: the step only looks it up
     fn = probe.step(_guided_backprop, target.rule)
     grads = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
     return one_or_list(batch, list(grads))

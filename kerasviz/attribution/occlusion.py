@@ -2,7 +2,8 @@
 
 Every image is occluded at every patch position; the ``n * positions`` occluded images are
 built on the device from the images and the patch offsets, scored in chunks of ``batch_size``
-rows, and each pixel gets the mean score drop over the patches that cover it.
+rows, and each pixel gets the mean score drop over the patches that cover it. Signals (1D) and
+volumes (3D) are occluded the same way, with patches of their rank.
 """
 
 from __future__ import annotations
@@ -26,20 +27,22 @@ from kerasviz._probe import Probe
 from kerasviz._targets import ScoreRule, Targets
 
 
-def _pair(value: Any, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int | np.integer) else value
+def _sizes(value: Any, name: str, rank: int) -> tuple[int, ...]:
+    """An int, or one int per spatial axis (``rank`` of them), every one at least 1."""
+    sizes = (value,) * rank if isinstance(value, int | np.integer) else value
     ok = (
-        isinstance(pair, tuple | list)
-        and len(pair) == 2
-        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in pair)
-        and min(pair) >= 1
+        isinstance(sizes, tuple | list)
+        and len(sizes) == rank
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in sizes)
+        and min(sizes) >= 1
     )
     if not ok:
+        axes = "(height, width)" if rank == 2 else f"one per spatial axis ({rank})"
         raise ValueError(
-            f"Expected `{name}` to be a positive int or a pair (height, width) of them. "
+            f"Expected `{name}` to be a positive int or a tuple of them, {axes}. "
             f"Received: {name}={value!r}."
         )
-    return int(pair[0]), int(pair[1])
+    return tuple(int(v) for v in sizes)
 
 
 def patch_positions(size: int, patch: int, stride: int) -> np.ndarray:
@@ -54,8 +57,7 @@ def _occlusion(
     probe: Probe,
     rule: ScoreRule,
     image: int,
-    ys: tuple,
-    xs: tuple,
+    offsets: tuple,
     patch: tuple,
     fill: float,
     inputs,
@@ -64,22 +66,32 @@ def _occlusion(
     start,
     stop,
 ):
-    positions = len(ys) * len(xs)
+    positions = int(np.prod([len(o) for o in offsets]))
     rows, images, local, count = expanded_rows(start, stop, positions)
     p = rows % positions
-    y0 = tf.gather(ys, p // len(xs))[:, None]
-    x0 = tf.gather(xs, p % len(xs))[:, None]
-    height, width = inputs[image].shape[1:3]
-    yy, xx = tf.range(height)[None], tf.range(width)[None]
-    in_y = (yy >= y0) & (yy < y0 + patch[0])
-    in_x = (xx >= x0) & (xx < x0 + patch[1])
-    mask = tf.cast(in_y[:, :, None] & in_x[:, None, :], tf.float32)  # (rows, H, W)
+    rank = len(offsets)
+    # The patch of row r covers, along each axis, [offset, offset + patch); positions run in
+    # C order over the axes. The mask is the outer product of the per-axis intervals.
+    mask = None
+    stride = positions
+    for axis, (axis_offsets, size) in enumerate(zip(offsets, patch, strict=True)):
+        stride //= len(axis_offsets)
+        start_at = tf.gather(axis_offsets, (p // stride) % len(axis_offsets))[:, None]
+        length = tf.shape(inputs[image])[axis + 1]
+        coords = tf.range(length)[None]
+        inside = (coords >= start_at) & (coords < start_at + size)  # (rows, length)
+        shape = [-1] + [1] * rank
+        shape[axis + 1] = length
+        inside = tf.reshape(inside, shape)
+        mask = inside if mask is None else mask & inside
+    mask = tf.cast(mask, tf.float32)  # (rows, *spatial)
     batch = [tf.gather(x, images) for x in inputs]
     m = mask[..., None]
     batch[image] = batch[image] * (1.0 - m) + fill * m
     _, logits = probe(batch)
     drop = tf.gather(clean, images) - rule.scores(logits, tf.gather(indices, images))
-    return [tf.math.unsorted_segment_sum(drop[:, None, None] * mask, local, count)]
+    drop = tf.reshape(drop, [-1] + [1] * rank)
+    return [tf.math.unsorted_segment_sum(drop * mask, local, count)]
 
 
 def occlusion(
@@ -87,8 +99,8 @@ def occlusion(
     inputs: Any,
     targets: Targets = None,
     *,
-    patch: int | tuple[int, int] = 8,
-    stride: int | tuple[int, int] = 4,
+    patch: int | tuple[int, ...] = 8,
+    stride: int | tuple[int, ...] = 4,
     fill: float = 0.0,
     batch_size: int | None = None,
     output: int | str | None = None,
@@ -101,66 +113,70 @@ def occlusion(
 
     Args:
         model: a Sequential or functional Keras model (nested models included).
-        inputs: images ``(n, H, W, C)`` or one image ``(H, W, C)``; a list for several inputs.
-            Each image input (rank 4) is occluded in turn while the others stay as given;
-            inputs that are not images (tabular features, say) are never occluded.
+        inputs: images ``(n, H, W, C)`` or one image ``(H, W, C)`` (signals ``(n, T, C)``
+            and volumes ``(n, D, H, W, C)`` too); a list for several inputs. Each input with
+            spatial axes is occluded in turn while the others stay as given; inputs without
+            them (tabular features, say) are never occluded.
         targets: an int, one int per image, a callable ``logits -> (n,)`` or None (predicted
             class of the clean image).
-        patch: patch size, an int or ``(height, width)``.
-        stride: step between patches, an int or ``(height, width)``.
+        patch: patch size, an int or one per spatial axis (``(height, width)`` for images).
+        stride: step between patches, an int or one per spatial axis.
         fill: the value of occluded pixels.
         batch_size: rows (occluded images) per forward pass; None: ``max(n, 32)``.
         output: which model output to explain, for models with several.
 
     Returns:
-        float32 ``(n, H, W)``, or a list with one per image input when the model has several.
+        float32 ``(n, H, W)`` (``(n, *spatial)``), or a list with one per occluded input when
+        the model has several.
 
     Raises:
-        ValueError: for a patch larger than the images, or a model without image inputs.
+        ValueError: for a patch larger than the images, or a model without spatial inputs.
 
     Reference: Zeiler and Fergus, "Visualizing and Understanding Convolutional Networks" (2014).
 
     Example:
         >>> drops = kerasviz.occlusion(model, images, patch=16, stride=8, batch_size=256)
     """
-    patch, stride = _pair(patch, "patch"), _pair(stride, "stride")
     fill = number(fill, "fill")
     batch, probe, target = setup(model, inputs, targets, output=output)
-    image_inputs = [k for k, x in enumerate(batch.arrays) if x.ndim == 4]
-    if not image_inputs:
+    spatial_inputs = [k for k, x in enumerate(batch.arrays) if x.ndim >= 3]
+    if not spatial_inputs:
         raise ValueError(
-            "Expected `inputs` to include images (n, H, W, C) for occlusion. Received: shapes "
-            f"{[x.shape for x in batch.arrays]}."
+            "Expected `inputs` to include images, signals or volumes (n, *spatial, channels) "
+            f"for occlusion. Received: shapes {[x.shape for x in batch.arrays]}."
         )
+    checked = {}
+    for k in spatial_inputs:
+        rank = batch.arrays[k].ndim - 2
+        checked[k] = _sizes(patch, "patch", rank), _sizes(stride, "stride", rank)
     clean, target = target_scores(probe, batch.arrays, target, batch_size)
     n = batch.n
     xs_t = [tf.constant(a) for a in batch.arrays]
     clean_t, indices_t = tf.constant(clean), tf.constant(target.indices)
     results = []
-    for k in image_inputs:
-        x = batch.arrays[k]
+    for k in spatial_inputs:
+        spatial = batch.arrays[k].shape[1:-1]
+        patch_k, stride_k = checked[k]
         name = "inputs" if len(batch.arrays) == 1 else f"inputs[{k}]"
-        height, width = x.shape[1:3]
-        if patch[0] > height or patch[1] > width:
+        if any(p > s for p, s in zip(patch_k, spatial, strict=True)):
             raise ValueError(
-                f"Expected `patch` to fit in the images of {name} ({height}x{width}). "
-                f"Received: patch={patch}."
+                f"Expected `patch` to fit in the images of {name} {tuple(spatial)}. "
+                f"Received: patch={patch_k}."
             )
-        ys = patch_positions(height, patch[0], stride[0])
-        xs = patch_positions(width, patch[1], stride[1])
-        positions = len(ys) * len(xs)
-        fn = probe.step(
-            _occlusion, target.rule, k, tuple(ys.tolist()), tuple(xs.tolist()), patch, fill
+        offsets = tuple(
+            tuple(patch_positions(s, p, t).tolist())
+            for s, p, t in zip(spatial, patch_k, stride_k, strict=True)
         )
+        positions = int(np.prod([len(o) for o in offsets]))
+        fn = probe.step(_occlusion, target.rule, k, offsets, patch_k, fill)
         total = n * positions
         rows = rows_per_pass(batch_size, n, total)
         (sums,) = run_expanded(fn, total, rows, n, positions, xs_t, clean_t, indices_t)
-        cover_y = np.zeros(height)
-        cover_x = np.zeros(width)
-        for y in ys:
-            cover_y[y : y + patch[0]] += 1
-        for x0 in xs:
-            cover_x[x0 : x0 + patch[1]] += 1
-        counts = np.multiply.outer(cover_y, cover_x)
+        counts = np.ones(())
+        for axis_offsets, p, s in zip(offsets, patch_k, spatial, strict=True):
+            cover = np.zeros(s)
+            for o in axis_offsets:
+                cover[o : o + p] += 1
+            counts = np.multiply.outer(counts, cover)
         results.append((sums.numpy() / counts).astype(np.float32))
     return one_or_list(batch, results)
