@@ -862,8 +862,10 @@ def _op_geometry(name: str, layer, path: str, args, live, flows, out_shape, d):
     out_spatial = tuple(out_shape[1 : 1 + d])
     rank = len(out_shape)
     same_rank = all(len(f.spec.shape) == rank for f in live)
-    if name in _OP_MERGE and same_rank:
-        return _merge(layer, path, flows, out_spatial, gating=name == "Multiply")
+    gating = name == "Multiply"
+    aligned = all(f.spatial == out_spatial or (gating and _is_gate(f, out_spatial)) for f in live)
+    if name in _OP_MERGE and same_rank and aligned:  # other broadcasts are measured
+        return _merge(layer, path, flows, out_spatial, gating=gating)
     if name in _OP_ELEMENTWISE and len(flows) == 1 and same_rank:
         return _keep(flows[0], path, out_spatial), flows
     if name in ("Concatenate", "Stack"):
@@ -889,6 +891,8 @@ def _geometry(layer, path: str, args: tuple, kwargs: dict, flows: list[_Flow], o
     if len(out_shape) < 1 + d:  # no spatial axes left: global pooling, a reduction, ...
         return None, flows
     out_spatial = tuple(out_shape[1 : 1 + d])
+    if any(s is None for s in out_spatial):
+        raise _TraceError(f"layer {path!r} has an output of unknown spatial size {out_spatial}")
     name = _op_name(layer)
     if name is not None:
         found = _op_geometry(name, layer, path, args, live, flows, out_shape, d)
@@ -897,8 +901,8 @@ def _geometry(layer, path: str, args: tuple, kwargs: dict, flows: list[_Flow], o
     elif isinstance(layer, _GLOBAL):
         return None, flows
     aligned = all(f.channels_last for f in live)
-    if aligned and len(out_shape) == d + 1 and any(f.spatial != out_spatial for f in live):
-        return None, flows  # (batch, h, w, c) -> (batch, features, ...): not a spatial map
+    if aligned and len(out_shape) < 3:  # (batch, h, w, c) -> (batch, features)
+        return None, flows
     if name is not None:
         return _measured(layer, path, args, kwargs, flows, out)
     if getattr(layer, "data_format", "channels_last") == "channels_first":
@@ -991,8 +995,6 @@ def _measured(layer, path: str, args: tuple, kwargs: dict, flows: list[_Flow], o
     live = [f for f in flows if f.geo is not None]
     d = len(live[0].geo)
     out_spatial = tuple(out.shape[1 : 1 + d])
-    if any(s is None for s in out_spatial):
-        raise _TraceError(f"layer {path!r} has an unknown output size {out_spatial}")
     # gates (global or 1x1 inputs broadcast over the map) are channel weighting, as for Multiply
     targets = [f for f in live if not _is_gate(f, out_spatial)] or live
     local = _cached_measure(layer, path, args, kwargs, flows, targets, out)
