@@ -214,7 +214,7 @@ def test_integrated_gradients_in_pieces_equal_one_call():
 def test_gradients_job_streams_smoothgrad_then_integrated_gradients(served):
     explorer, client = served
     status, data = post(client, "/api/jobs", kind="gradients", model="m0", image="i0", steps=12)
-    assert status == 200 and data["total"] == 20 + 12
+    assert status == 200 and data["total"] == 16 + 12
     job = wait(explorer, data["job"])
     assert job.state == "done"
     assert [f["kind"] for f in job.frames] == ["smoothgrad", "ig"]
@@ -277,6 +277,29 @@ def test_long_job_never_blocks_requests_and_a_new_inversion_cancels_the_old(serv
     stopped = client.post(f"/api/jobs/{third['job']}/cancel", headers={"X-Kerasviz": "1"})
     assert stopped.status_code == 200
     assert wait(explorer, third["job"]).state == "cancelled"
+
+
+def test_after_warm_up_no_request_on_the_default_layer_traces_again(served):
+    from kerasviz._probe import TRACES
+
+    explorer, client = served
+    job = explorer.warm_up()
+    assert job.join(300) and job.state == "done" and job.result["calls"] == job.total == 14
+    before = TRACES.copy()
+    for route, body in (
+        ("/api/predict", {}),
+        ("/api/features", {"layer": "c2"}),
+        ("/api/cam", {"layer": "c2", "target": 2}),
+        ("/api/saliency", {"target": 1}),
+    ):
+        assert post(client, route, model="m0", image="i2", **body)[0] == 200
+    _, unit = post(client, "/api/unit", model="m0", image="i2", layer="c2", channel=5, y=1, x=9)
+    assert "job" in unit, unit
+    jobs = [unit["job"]]
+    for body in ({"kind": "invert", "layer": "c2", "steps": 3}, {"kind": "gradients"}):
+        jobs.append(post(client, "/api/jobs", model="m0", image="i2", **body)[1]["job"])
+    assert all(wait(explorer, j).state == "done" for j in jobs)
+    assert TRACES == before, TRACES - before
 
 
 # ------------------------------------------------------------------------------ uploads

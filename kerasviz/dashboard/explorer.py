@@ -609,7 +609,7 @@ class Explorer:
     # ------------------------------------------------------------------ jobs
 
     def start_gradients(
-        self, model: Any, image: Any, target: Any = None, samples: Any = 20, steps: Any = 32
+        self, model: Any, image: Any, target: Any = None, samples: Any = 16, steps: Any = 32
     ) -> Job:
         """SmoothGrad, then integrated gradients from a black baseline, in segments."""
         entry, _, x = self._subject(model, image)
@@ -622,15 +622,15 @@ class Explorer:
         )
 
     def start_inversion(
-        self, model: Any, image: Any, layer: Any, steps: Any = 200, every: Any = 10
+        self, model: Any, image: Any, layer: Any, steps: Any = 200, every: Any = None
     ) -> Job:
         """Feature inversion of ``image`` at ``layer``: a snapshot with SSIM and PSNR every
-        ``every`` steps."""
+        ``every`` steps (default 10, or every step of shorter runs)."""
         entry, display, x = self._subject(model, image)
         with self.lock:
             path, _ = self._layer(entry, layer, spatial=False)
         steps = _int(steps, "steps", 1, MAX_STEPS)
-        every = _int(every, "every", 1, steps)
+        every = min(10, steps) if every is None else _int(every, "every", 1, steps)
         return self.jobs.submit(
             "invert",
             lambda job: self._inversion_job(job, entry, display, x, path, steps, every),
@@ -638,7 +638,36 @@ class Explorer:
         )
 
     def warm_up(self) -> Job:
-        """Traces the quick requests on the first image, for every model, in the background."""
+        """Traces every request kind on the first image and each model's default layer, in the
+        background, so the first clicks answer at full speed. Other layers trace on first use."""
+
+        def calls(entry: ModelEntry, image: str) -> list[Callable[[], Any]]:
+            _, _, x = self._subject(entry.key, image)
+            path, model = entry.default_layer, entry.model
+            channels = int(output_shape(kerasviz.resolve_layer(model, path)[1])[-1])
+            out = [
+                lambda: self._scores(entry, x),
+                lambda: self._feature_maps(entry, image, x, path),
+                lambda: kerasviz.saliency(model, x[None], [0]),
+            ]
+            for method in CAM_METHODS:
+                fn, options = getattr(kerasviz, method.name), method.options(channels)
+                for projection in (None,) if method.layer_resolution else PROJECTIONS:
+                    out.append(
+                        lambda fn=fn, p=projection, o=options: fn(
+                            model, x[None], [0], path, upsample=p, **o
+                        )
+                    )
+            center = tuple(
+                s // 2 for s in output_shape(kerasviz.resolve_layer(model, path)[1])[1:3]
+            )
+            out += [
+                lambda: smoothgrad_in_pieces(model, x, 0, PIECE),
+                lambda: integrated_gradients_in_pieces(model, x, 0, PIECE),
+                lambda: _invert(entry, x, path, 1, 1, None),
+                lambda: _pattern(entry, path, 0, center, 1, None),
+            ]
+            return out
 
         def run(job: Job) -> dict:
             first = next(iter(self.images), None)
@@ -646,43 +675,24 @@ class Explorer:
             for entry in self.entries.values():
                 if first is None or entry.default_layer is None:
                     continue
-                _, _, x = self._subject(entry.key, first)
-                path = entry.default_layer
-                self._scores(entry, x)
-                self._feature_maps(entry, first, x, path)
-                kerasviz.saliency(entry.model, x[None], [0])
-                done += 3
-                job.checkpoint(done)
-                channels = int(output_shape(kerasviz.resolve_layer(entry.model, path)[1])[-1])
-                for method in CAM_METHODS:
-                    fn = getattr(kerasviz, method.name)
-                    for projection in (None,) if method.layer_resolution else PROJECTIONS:
-                        options = method.options(channels)
-                        fn(entry.model, x[None], [0], path, upsample=projection, **options)
+                for call in calls(entry, first):
+                    call()
                     done += 1
                     job.checkpoint(done)
             return {"calls": done}
 
-        return self.jobs.submit("warmup", run, total=len(self.entries) * (3 + len(CAM_METHODS)))
+        per_model = 3 + sum(1 if m.layer_resolution else 2 for m in CAM_METHODS) + 4
+        return self.jobs.submit("warmup", run, total=len(self.entries) * per_model)
 
     def _gradients_job(
         self, job: Job, entry: ModelEntry, x: np.ndarray, target: Any, samples: int, steps: int
     ) -> dict:
         t = self._target(entry, x, target)
-        batch = x[None]
-        # SmoothGrad in segments of up to 8 samples, each its own seed: the mean of segment
-        # means is the mean over all samples.
-        total = np.zeros(x.shape, np.float64)
-        done = 0
-        for seed, count in enumerate(_segments(samples, 8)):
-            grads = kerasviz.smoothgrad(
-                entry.model, batch, [t], samples=count, seed=seed, reduce=None
-            )[0]
-            total += grads * count
-            done += count
-            job.checkpoint(done)
-        smooth = np.abs(total / samples).max(-1)
-        job.checkpoint(done, {"kind": "smoothgrad", "png": _heat_png(smooth)})
+        smooth_grads = smoothgrad_in_pieces(
+            entry.model, x, t, samples, checkpoint=lambda done: job.checkpoint(done)
+        )
+        smooth = np.abs(smooth_grads).max(-1)
+        job.checkpoint(samples, {"kind": "smoothgrad", "png": _heat_png(smooth)})
         black = entry.space.to_model(np.zeros(x.shape, np.float32))  # a black display image
         attributions, delta = integrated_gradients_in_pieces(
             entry.model,
@@ -729,15 +739,7 @@ class Explorer:
         def callback(step: int, images: np.ndarray, rows: slice) -> None:
             job.checkpoint(step, frame(step, images))
 
-        result = kerasviz.invert(
-            entry.model,
-            x,
-            path,
-            steps=steps,
-            value_range=space.value_range,
-            snapshot_every=every,
-            callback=callback,
-        )
+        result = _invert(entry, x, path, steps, every, callback)
         last = frame(steps, np.asarray(result.images)[None])
         history = np.asarray(result.history, np.float64)
         return {**last, "layer": path, "loss": _finite(history[-1]) if history.size else None}
@@ -753,8 +755,6 @@ class Explorer:
         steps: int,
     ) -> dict:
         space = entry.space
-        noise = np.random.default_rng(0).uniform(-0.1, 0.1, entry.size).astype(np.float32)
-        start = space.to_model(0.5 + noise)
 
         def frame(step: int, images: np.ndarray) -> dict:
             pixels = space.to_display(images[0], clip=False)
@@ -769,19 +769,7 @@ class Explorer:
         def callback(step: int, images: np.ndarray, rows: slice) -> None:
             job.checkpoint(step, frame(step, images))
 
-        result = kerasviz.maximize(
-            entry.model,
-            kerasviz.neuron(path, channel, position),
-            steps=steps,
-            start=start,
-            parametrization="pixel",
-            regularizers=(),
-            transforms=(),
-            learning_rate=0.01,
-            value_range=space.value_range,
-            snapshot_every=max(1, min(8, steps)),
-            callback=callback,
-        )
+        result = _pattern(entry, path, channel, position, steps, callback)
         history = np.asarray(result.history, np.float64)[0]
         return {
             **frame(steps, np.asarray(result.images)),
@@ -799,6 +787,66 @@ class Explorer:
 # ------------------------------------------------------------------------------ helpers
 
 
+#: Samples or path points per compiled call in the segmented jobs (one trace serves all).
+PIECE = 8
+
+
+def _invert(entry: ModelEntry, x: np.ndarray, path: str, steps: int, every: int, callback):
+    """The dashboard's inversion settings (the warm-up traces exactly this call)."""
+    return kerasviz.invert(
+        entry.model,
+        x,
+        path,
+        steps=steps,
+        value_range=entry.space.value_range,
+        snapshot_every=every,
+        callback=callback,
+    )
+
+
+def _pattern(entry: ModelEntry, path: str, channel: int, position: tuple, steps: int, callback):
+    """A pattern for one unit: plain pixel steps from noisy gray, as the report's neuron
+    patterns (pixels outside the unit's receptive field get no gradient and stay put)."""
+    noise = np.random.default_rng(0).uniform(-0.1, 0.1, entry.size).astype(np.float32)
+    return kerasviz.maximize(
+        entry.model,
+        kerasviz.neuron(path, channel, position),
+        steps=steps,
+        start=entry.space.to_model(0.5 + noise),
+        parametrization="pixel",
+        regularizers=(),
+        transforms=(),
+        learning_rate=0.01,
+        value_range=entry.space.value_range,
+        snapshot_every=max(1, min(8, steps)),
+        callback=callback,
+    )
+
+
+def smoothgrad_in_pieces(
+    model: keras.Model,
+    image: np.ndarray,
+    target: int,
+    samples: int,
+    *,
+    piece: int = PIECE,
+    checkpoint: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """SmoothGrad's mean raw gradient ``(h, w, c)`` over ``samples`` noisy copies, ``piece``
+    copies per call, each piece with its own seed (the mean of piece means, weighted by their
+    sizes, is the mean over all copies). ``checkpoint(done)`` runs after each piece."""
+    batch = np.asarray(image, np.float32)[None]
+    total = np.zeros(batch.shape[1:], np.float64)
+    done = 0
+    for seed, count in enumerate(_segments(samples, piece)):
+        grads = kerasviz.smoothgrad(model, batch, [target], samples=count, seed=seed, reduce=None)
+        total += grads[0] * count
+        done += count
+        if checkpoint is not None:
+            checkpoint(done)
+    return (total / samples).astype(np.float32)
+
+
 def integrated_gradients_in_pieces(
     model: keras.Model,
     image: np.ndarray,
@@ -806,7 +854,7 @@ def integrated_gradients_in_pieces(
     steps: int,
     *,
     baseline: np.ndarray | None = None,
-    piece: int = 8,
+    piece: int = PIECE,
     checkpoint: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Integrated gradients from ``baseline`` (None: zeros), computed in pieces of the path.
