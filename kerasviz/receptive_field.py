@@ -20,9 +20,13 @@ Layers with a rule (convolutions, pooling, padding, cropping, merges, position-w
 user ``Layer`` subclass that convolves) has its geometry *measured*: it is run alone on a
 random input of its actual input shape, the support of the Jacobian of a few output positions
 is read in one batched gradient, and a stride, offset and tap pattern that explain every probed
-unit (the border ones clipped as by ``same`` padding) is fitted and checked. A layer with no
-such explanation is not translation-equivariant, and asking for a field through it raises a
-ValueError that names it. Measurements are cached per layer and input shape.
+unit (the border ones clipped as by ``same`` padding) is fitted and checked. A layer whose
+every output depends on its whole input along an axis (attention, a global mean added back,
+a Dense over the flattened map reshaped to a map) gets a global field along that axis
+(stride 0). A layer with no such explanation is not translation-equivariant, and asking for
+a field through it raises a ValueError that names the layer and the ways out for CAMs
+(``upsample="bilinear"`` or ``upsample=None``). Measurements are cached per layer and input
+shape (weak keys), and the whole walk per model and input size.
 
 :func:`backproject` then maps any layer map onto the input: each input pixel gets the mean of
 the values of all units whose field covers it, the stack-of-fields definition, computed
@@ -346,9 +350,10 @@ def backproject(
     input, covers it: the definition "stack one image per unit, filled with its value inside its
     field, and average over the units that cover each pixel", computed separably (the units
     covering a pixel form a box of units, summed by prefix sums along each axis) in O(n * H * W)
-    time and memory; nothing of size H * W * h * w is allocated. Pixels that no unit covers
-    get ``fill``: rows a strided ``valid`` layer never reads, pixels a ``Cropping`` layer
-    removed, and gaps where the stride is larger than the field.
+    time and memory (an axis whose bounds a dilated kernel leaves unsorted is summed with its
+    ``(H, h)`` coverage matrix instead); nothing of size H * W * h * w is allocated. Pixels
+    that no unit covers get ``fill``: rows a strided ``valid`` layer never reads, pixels a
+    ``Cropping`` layer removed, and gaps where the stride is larger than the field.
 
     Args:
         values: maps shaped ``(h, w)``, ``(n, h, w)`` or ``(n, h, w, c)`` for a 2D layer (one
@@ -404,7 +409,8 @@ def backproject_tf(
 
     Same shapes and definition as :func:`backproject`; returns a float32 ``tf.Tensor``. The
     static spatial shape of ``values`` must be known, and the values finite (they are summed
-    as prefix sums, so one NaN would spread beyond its unit's field).
+    as prefix sums, so one NaN would spread beyond its unit's field). Axes whose unit bounds
+    are not sorted (a dilated kernel at the border) are summed with a coverage matrix.
 
     Example:
         >>> heat = backproject_tf(tf.random.uniform((8, 58, 58)), rf)
@@ -985,8 +991,8 @@ def _time_distributed(layer, path: str, flows: list[_Flow], live: list[_Flow]):
 
 # layer -> {(input shapes, dtypes, output shape): per-input local geometry, or an error}
 _MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_DRAWS = (2, 16)  # random inputs per probe; more only when the first try is unclear
-_PROBE_BYTES = 1 << 27  # float64 working set of one probe chunk
+_DRAWS = (1, 16)  # random inputs per probe; more only when the first try is unclear
+_PROBE_BYTES = 1 << 27  # working set of one probe chunk
 
 
 def _measured(layer, path: str, args: tuple, kwargs: dict, flows: list[_Flow], out):
@@ -1045,14 +1051,15 @@ def _cached_measure(layer, path, args, kwargs, flows, targets, out):
 def _measure(layer, path, args, kwargs, flows, targets, out) -> list:
     """Measures how each output position of ``layer`` depends on each target input.
 
-    The layer runs alone on random float64 inputs (Keras layers cast them to their compute
-    dtype) of its actual input shape. One batched gradient gives the Jacobian support of a
-    few dozen output positions (corners, borders, centre, crossings of the axes), each from
-    a couple of random inputs whose supports are united (a ReLU can zero a gradient at one
-    point, not at all of them). Per spatial axis, :func:`_fit_axis` then finds a stride,
-    offset and tap pattern that explain every probed unit, border units clipped as by
-    ``same`` padding, and the units that the fit says touch the border are probed and
-    checked too. When a try is unclear it is repeated with more random inputs.
+    The layer runs alone on random inputs of its actual input shape: float64, or the
+    layer's own float dtype where Keras would cast to it anyway. One batched gradient gives
+    the Jacobian support of a few dozen output positions (corners, borders, centre, the
+    lines through the centre, mixed positions), one batch row each. Per spatial axis,
+    :func:`_fit_axis` finds a stride, offset and tap pattern that explain every probed unit,
+    border units clipped as by ``same`` padding (a unit whose window lies wholly in the
+    padding may see nothing); then the units that the fit puts on a border are probed and
+    checked too. A ReLU can zero a gradient at one input, not at all of them: when a try is
+    unclear, it is repeated with sixteen random inputs per position, their supports united.
 
     Returns:
         Per target: None if the output never depends on it, else per spatial axis
@@ -1088,8 +1095,7 @@ def _probe_positions(m_out: tuple[int, ...]) -> list[tuple[int, ...]]:
         for i in picks:
             positions.append(tuple(i if a == axis else mids[a] for a in range(len(m_out))))
     positions += list(itertools.product(*[(0, m - 1) for m in m_out]))
-    longest = max(len(p) for p in per_axis)
-    for t in range(longest):
+    for t in range(6):
         positions.append(tuple(p[(t * (a + 1)) % len(p)] for a, p in enumerate(per_axis)))
     return list(dict.fromkeys(positions))
 
@@ -1246,6 +1252,16 @@ def _supports(layer, path, args, kwargs, flows, targets, positions, draws) -> li
     return out
 
 
+def _probe_dtype(layer):
+    """float64, except for a Keras layer that casts its inputs to its own float dtype anyway
+    (then float64 would only cost time and memory)."""
+    if isinstance(layer, keras.layers.Layer) and getattr(layer, "autocast", False):
+        compute = keras.backend.standardize_dtype(layer.compute_dtype)
+        if compute.startswith("float"):
+            return tf.as_dtype(compute)
+    return tf.float64
+
+
 def _support_chunk(layer, path, args, kwargs, flows, targets, rows, d):
     if not tf.executing_eagerly():
         # inside a tf.function trace: measure in a fresh thread, which runs eagerly (an
@@ -1253,19 +1269,22 @@ def _support_chunk(layer, path, args, kwargs, flows, targets, rows, d):
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             job = pool.submit(_support_chunk, layer, path, args, kwargs, flows, targets, rows, d)
             return job.result()
-    rng = np.random.default_rng(len(rows))
     n_rows = len(rows)
     kwargs = dict(kwargs)
     if getattr(layer, "_call_has_training_arg", False) and "training" not in kwargs:
         kwargs["training"] = False
     index = np.concatenate([np.arange(n_rows)[:, None], rows], axis=1)
+    seed = tf.constant([n_rows, int(rows.sum()) % 1_000_003], tf.int64)
     grads, error = None, None
-    for dtype in (tf.float64, None):  # float64 where the layer accepts it
+    for dtype in dict.fromkeys([_probe_dtype(layer), None]):
         values = {
-            id(f): tf.constant(
-                rng.normal(size=(n_rows, *f.spec.shape[1:])), dtype=dtype or f.spec.dtype
+            id(f): tf.cast(
+                tf.random.stateless_normal(
+                    (n_rows, *f.spec.shape[1:]), seed + [0, k], dtype=dtype or tf.float32
+                ),
+                dtype or f.spec.dtype,
             )
-            for f in flows
+            for k, f in enumerate(flows)
         }
         concrete = keras.tree.map_structure(
             lambda v, values=values: values[id(v)] if isinstance(v, _Flow) else v,
@@ -1278,7 +1297,9 @@ def _support_chunk(layer, path, args, kwargs, flows, targets, rows, d):
                     tape.watch(values[id(f)])
                 y = keras.tree.flatten(layer(*concrete[0], **concrete[1]))[0]
                 picked = tf.gather_nd(tf.cast(y, tf.float64), index)
-                weights = tf.constant(rng.uniform(0.5, 1.5, picked.shape), tf.float64)
+                weights = tf.random.stateless_uniform(
+                    tf.shape(picked), seed + [1, 0], 0.5, 1.5, tf.float64
+                )
                 objective = tf.reduce_sum(picked * weights)
             grads = tape.gradient(objective, [values[id(f)] for f in targets])
             break

@@ -268,22 +268,36 @@ def test_measured_layer_with_two_spatial_inputs():
     _assert_exact(model, [model.get_layer("both")])
 
 
+class FlatDense(L.Layer):
+    """A Dense over the flattened map, reshaped back to a map: every unit sees everything."""
+
+    def build(self, input_shape):
+        self.dense = L.Dense(int(np.prod(input_shape[1:])), dtype=self.dtype_policy)
+        self.dense.build((None, int(np.prod(input_shape[1:]))))
+
+    def call(self, x):
+        return keras.ops.reshape(self.dense(keras.ops.reshape(x, (-1, 180))), (-1, 9, 10, 2))
+
+
 def test_global_dependence_gives_a_global_axis():
     inputs = keras.Input((9, 10, 2), dtype="float64")
+    dense = FlatDense(name="dense", **F64)(inputs)
     everywhere = L.Lambda(
         lambda t: t + keras.ops.mean(t, axis=(1, 2), keepdims=True), name="everywhere", **F64
     )(inputs)
     rows = L.Lambda(lambda t: t + keras.ops.mean(t, axis=2, keepdims=True), name="rows", **F64)(
         inputs
     )
-    model = keras.Model(inputs, [everywhere, rows])
-    field = kerasviz.receptive_field(model, "everywhere")
-    assert field.is_global and _geometry(field) == ((9, 10), (0, 0), (0, 0), (9, 10))
+    model = keras.Model(inputs, [everywhere, rows, dense])
+    for name in ("everywhere", "dense"):
+        field = kerasviz.receptive_field(model, name)
+        assert field.is_global and _geometry(field) == ((9, 10), (0, 0), (0, 0), (9, 10))
+        assert field.box(0, 0) == field.box(8, 9) == (0, 0, 9, 10)
     # each unit sees its own row and every column
     field = kerasviz.receptive_field(model, "rows")
     assert not field.is_global and _geometry(field) == ((1, 10), (1, 0), (0, 0), (9, 10))
     assert field.box(4, 7) == (4, 0, 5, 10)
-    _assert_exact(model, [model.get_layer("everywhere"), model.get_layer("rows")])
+    _assert_exact(model, [model.get_layer(n) for n in ("everywhere", "rows", "dense")])
 
 
 def test_conv1d_and_conv3d_with_measured_layers():
