@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import tempfile
 
 import keras
 import numpy as np
@@ -108,7 +109,23 @@ CALLS = {
         kerasviz.grad_cam, m, X
     ),
     "dashboard": lambda m: _dashboard_requests(m),
+    "callbacks.VisualizationCallback": lambda m: _callback_epoch(m),
 }
+
+
+def _callback_epoch(model: keras.Model) -> dict:
+    """One written epoch of the callback, driven through Keras' callback protocol; its logs."""
+    with tempfile.TemporaryDirectory() as folder:
+        callback = kerasviz.callbacks.VisualizationCallback(
+            X, out_dir=folder, masks=MASKS, methods=("grad_cam", "saliency"), layers=["b_conv2"]
+        )
+        callback.set_model(model)
+        callback.on_train_begin()
+        logs: dict = {}
+        callback.on_epoch_end(0, logs)
+        callback.on_train_end()
+        assert "kerasviz_pointing_game" in logs
+    return {key: value for key, value in logs.items() if key.startswith("kerasviz")}
 
 
 def _dashboard_requests(model: keras.Model) -> None:
@@ -136,6 +153,9 @@ def test_public_function_leaves_model_unchanged(name):
 
 
 def _takes_model(fn) -> bool:
+    """A `model` parameter, or a Keras callback (it gets the model through `set_model`)."""
+    if isinstance(fn, type) and issubclass(fn, keras.callbacks.Callback):
+        return True
     try:
         return "model" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
