@@ -328,7 +328,8 @@ class Probe:
         self.sigmoid = False
 
         def view(inputs, training=False):
-            out = keras.tree.flatten(model(inputs, training=training))
+            # Through the weak reference: the cache must not keep the user's model alive.
+            out = keras.tree.flatten(self.model(inputs, training=training))
             if self.output_index is None and len(out) > 1:
                 raise ValueError(
                     f"Expected `output` to select one of the model's {len(out)} outputs. "

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasviz._checks import choice, integer, number, positive_int
 from kerasviz._engine import fix_predictions, setup
 from kerasviz._gaussian import gaussian_blur
 from kerasviz._graph import is_graph_model, iter_layers
@@ -61,9 +62,7 @@ def _image_pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, bool]:
 
 
 def _check_max_val(max_val: float) -> float:
-    if isinstance(max_val, bool) or not np.isscalar(max_val) or not max_val > 0:
-        raise ValueError(f"Expected `max_val` to be a positive number. Received: {max_val!r}.")
-    return float(max_val)
+    return number(max_val, "max_val", low=0, open_low=True)
 
 
 def ssim(a: Any, b: Any, *, max_val: float = 1.0) -> np.ndarray | float:
@@ -229,10 +228,7 @@ def pointing_game(maps: Any, masks: Any, *, tolerance: int = 0) -> np.ndarray | 
         0.92
     """
     maps, masks, single = _maps_and_masks(maps, masks)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int | np.integer) or tolerance < 0:
-        raise ValueError(
-            f"Expected `tolerance` to be a non-negative int (pixels). Received: {tolerance!r}."
-        )
+    tolerance = integer(tolerance, "tolerance", minimum=0)
     n = len(maps)
     flat = maps.reshape(n, -1)
     at_max = flat == flat.max(axis=1, keepdims=True)
@@ -285,8 +281,7 @@ def iou_at(maps: Any, masks: Any, quantile: float) -> np.ndarray | float:
         0.44
     """
     maps, masks, single = _maps_and_masks(maps, masks)
-    if isinstance(quantile, bool) or not np.isscalar(quantile) or not 0 <= quantile < 1:
-        raise ValueError(f"Expected `quantile` to be a number in [0, 1). Received: {quantile!r}.")
+    quantile = number(quantile, "quantile", 0, 1, open_high=True)
     n = len(maps)
     flat = maps.reshape(n, -1)
     k = max(1, int(round((1.0 - quantile) * flat.shape[1])))
@@ -345,9 +340,7 @@ def _perturbation_curves(
     batch_size: int | None,
     output: int | str | None,
 ):
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
-        raise ValueError(f"Expected `steps` to be a positive int. Received: {steps!r}.")
-    steps = int(steps)
+    steps = positive_int(steps, "steps")
     batch, probe, target = setup(model, inputs, targets, output=output)
     if len(batch.arrays) != 1 or batch.arrays[0].ndim != 4:
         raise ValueError(
@@ -601,10 +594,8 @@ def randomization_check(
         >>> result.passed, result.mean_abs
         (True, array([0.12, 0.05, 0.03]))
     """
-    if order not in ("cascading", "independent"):
-        raise ValueError(
-            f'Expected `order` to be "cascading" or "independent". Received: {order!r}.'
-        )
+    choice(order, ("cascading", "independent"), "order")
+    threshold = number(threshold, "threshold", low=0)
     if not callable(method):
         raise ValueError(f"Expected `method` to be callable. Received: {method!r}.")
     batch, probe, target = setup(model, inputs, targets)

@@ -7,7 +7,9 @@ Each case checks numbers against a hand computation, an axiom or an independent 
 from __future__ import annotations
 
 import ast
+import gc
 import re
+import weakref
 
 import keras
 import numpy as np
@@ -235,6 +237,22 @@ def test_subclassed_model_layer_methods_name_the_supported_kinds(subclassed, met
         r"saliency, smoothgrad, integrated_gradients, occlusion",
     ):
         method(model, x)
+
+
+def test_cached_views_do_not_keep_models_alive():
+    x = np.random.default_rng(0).random((1, 8, 8, 3), dtype=np.float32)
+    subclassed = SubclassedNet()
+    subclassed(x)
+    kerasviz.saliency(subclassed, x)
+    inputs = keras.Input((8, 8, 3))
+    features = L.Conv2D(2, 3, activation="relu")(inputs)
+    functional = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling2D()(features)))
+    kerasviz.grad_cam(functional, x)
+    kerasviz.guided_backprop(functional, x)
+    refs = [weakref.ref(subclassed), weakref.ref(functional)]
+    del subclassed, functional, inputs, features
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
 
 
 # ---------------------------------------------------------------- 3. Conv1D and Conv3D

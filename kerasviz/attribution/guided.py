@@ -221,6 +221,9 @@ def guided_grad_cam(
     )
     grads = guided_backprop(model, inputs, targets, batch_size=batch_size, output=output)
     if isinstance(grads, list):
-        (path,), _ = cam_layers(model, layer)
-        grads = grads[receptive_field(model, path).input_index]
+        if upsample == "bilinear":  # the input the map was resized onto (cams._linear_target)
+            grads = next(g for g in grads if g.ndim == maps.ndim + 1)
+        else:
+            (path,), _ = cam_layers(model, layer)
+            grads = grads[receptive_field(model, path).input_index]
     return grads * maps[..., None]
