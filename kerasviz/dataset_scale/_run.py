@@ -280,9 +280,11 @@ def _build_step(model, strategy, specs, source: Source, plan: dict) -> Callable:
     return tf.function(step, reduce_retracing=True)
 
 
-def _to_host(strategy, value) -> dict:
+def _to_host(strategy, value, local: int) -> dict:
     """Per-replica results of one step as numpy, concatenated in replica order."""
     parts = strategy.experimental_local_results(value)
+    if len(parts) != local:
+        raise RuntimeError(f"expected {local} local replica results, got {len(parts)}")
     return keras.tree.map_structure(
         lambda *xs: np.concatenate([np.asarray(x) for x in xs], axis=0), *parts
     )
@@ -522,7 +524,8 @@ def explain_dataset(
     if worker != 0:
         _check_settings(path, settings, resume=True)
 
-    writer = store.Writer(path, layout)
+    started = time.perf_counter()
+    writer = store.Writer(path, layout, worker)
     complete = writer.complete()
     todo = [int(c) for c in np.flatnonzero(~complete)]
     if todo:
@@ -566,11 +569,19 @@ def explain_dataset(
             report,
             (before, total),
             output,
+            local,
         )
     if workers > 1:
         _barrier(strategy)
     if worker == 0:
-        store.finish_manifest(path)
+        run = {
+            "strategy": type(strategy).__name__,
+            "replicas": int(strategy.num_replicas_in_sync),
+            "workers": workers,
+            "chunks": len(todo),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        store.finish_manifest(path, run)
     return store.open_explanations(path)
 
 
@@ -626,6 +637,7 @@ def _loop(
     report,
     counts,
     output,
+    local,
 ) -> None:
     batch_size, n = layout.batch_size, layout.n
     counter = {"done": counts[0]}
@@ -650,7 +662,7 @@ def _loop(
     try:
         for element in distributed:
             start = time.perf_counter()
-            host = _to_host(strategy, step(element))
+            host = _to_host(strategy, step(element), local)
             real = host["index"] >= 0
             if not real.any():
                 continue

@@ -13,7 +13,8 @@ processes write separate chunks without locks):
 - ``metrics/<name>/<metric>``: ``(n,)`` float32 per-image metrics.
 - ``progress/complete``: ``(chunks,)`` uint8, one file per chunk, written after that chunk's data
   (LocalStore writes each file to a temporary name and renames it, so a killed run leaves either
-  the old file or the new one); ``progress/seconds``: compute seconds per chunk.
+  the old file or the new one); ``progress/seconds``: compute seconds per chunk;
+  ``progress/worker``: the index of the worker that wrote it.
 
 The group's attributes hold the manifest under ``"kerasviz"``: ``settings`` (model
 fingerprint, methods and their keyword arguments, input spec, targets, metrics, dtype, batch
@@ -263,6 +264,7 @@ class Layout:
                 yield f"metrics/{name}/{metric}", (n,), (b,), "float32", np.nan
         yield "progress/complete", (self.chunks,), (1,), "uint8", 0
         yield "progress/seconds", (self.chunks,), (1,), "float32", np.nan
+        yield "progress/worker", (self.chunks,), (1,), "int32", -1
 
 
 def create_store(path: Path, layout: Layout, settings: dict, version: str) -> None:
@@ -277,16 +279,17 @@ def create_store(path: Path, layout: Layout, settings: dict, version: str) -> No
         "settings": settings,
         "complete": [],
         "skipped": [],
+        "runs": [],
     }
 
 
 class Writer:
     """Writes the chunks of one process into an existing store."""
 
-    def __init__(self, path: Path, layout: Layout):
+    def __init__(self, path: Path, layout: Layout, worker: int = 0):
         zarr = zarr_module()
         group = zarr.open_group(str(path), mode="r+")
-        self.layout = layout
+        self.layout, self.worker = layout, worker
         self.arrays = {name: group[name] for name, *_ in layout.arrays()}
 
     def complete(self) -> np.ndarray:
@@ -298,16 +301,20 @@ class Writer:
         for name, value in values.items():
             self.arrays[name][start : start + len(value)] = value
         self.arrays["progress/seconds"][chunk : chunk + 1] = np.float32(seconds)
+        self.arrays["progress/worker"][chunk : chunk + 1] = np.int32(self.worker)
         self.arrays["progress/complete"][chunk : chunk + 1] = np.uint8(1)
 
 
-def finish_manifest(path: Path) -> dict:
-    """Rewrites the manifest's ``complete`` ranges and ``skipped`` list from the arrays."""
+def finish_manifest(path: Path, run: dict | None = None) -> dict:
+    """Rewrites the manifest's ``complete`` ranges and ``skipped`` list from the arrays, and
+    appends ``run`` (strategy, replicas, workers, images, seconds) to its ``runs``."""
     zarr = zarr_module()
     group = zarr.open_group(str(path), mode="r+")
     manifest = dict(group.attrs[KEY])
     summary = progress_summary(group, manifest)
     manifest.update(summary)
+    if run is not None:
+        manifest["runs"] = [*manifest.get("runs", []), run]
     group.attrs[KEY] = manifest
     return manifest
 
