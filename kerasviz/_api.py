@@ -4,7 +4,7 @@
 A new public function is imported here and listed in ``kerasviz.__all__``.
 """
 
-from kerasviz import attribution, callbacks, datasets, metrics, optimize
+from kerasviz import attribution, callbacks, dataset_scale, datasets, metrics, optimize
 from kerasviz._layers import default_cam_layer, resolve_layer
 from kerasviz._probe import Probe, get_probe
 from kerasviz.attribution import (
@@ -27,6 +27,7 @@ from kerasviz.attribution import (
     score_cam,
     smoothgrad,
 )
+from kerasviz.dataset_scale import explain_dataset, open_explanations
 from kerasviz.features import (
     TopChannels,
     feature_maps,
