@@ -109,8 +109,27 @@ CALLS = {
         kerasviz.grad_cam, m, X
     ),
     "dashboard": lambda m: _dashboard_requests(m),
+    "explain_dataset": lambda m: _explain_dataset(m),
+    "dataset_scale.model_fingerprint": lambda m: kerasviz.dataset_scale.model_fingerprint(m),
     "callbacks.VisualizationCallback": lambda m: _callback_epoch(m),
 }
+
+
+def _explain_dataset(model: keras.Model) -> dict:
+    """A dataset-scale run with a kernel method, a host method and every metric; its table."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = kerasviz.explain_dataset(
+            model,
+            tf.data.Dataset.from_tensor_slices(X),
+            {"grad_cam": {}, "occlusion": {"patch": 8, "stride": 8}},
+            f"{folder}/store",
+            masks=MASKS,
+            batch_size=2,
+            metrics={"pointing_game": {}, "deletion_auc": {"steps": 2}},
+        )
+        return store.table()
 
 
 def _callback_epoch(model: keras.Model) -> dict:
