@@ -126,38 +126,51 @@ def test_deletion_and_insertion_use_sigmoid_of_the_class_score(linear_sigmoid):
     np.testing.assert_allclose(positive[0], 1 - expected, rtol=1e-6)
 
 
-def test_score_cam_weights_are_sigmoid_probabilities_for_a_bare_logit():
-    # A 1x1 conv (field = one pixel, so each mask is the channel's own map) and a bare
-    # one-logit head: two classes, probability sigmoid(+-z).
+def _class_probabilities(logits: np.ndarray, head: str) -> np.ndarray:
+    """The one probability rule, written out: ``(m, classes)`` per head kind."""
+    if head == "one logit":  # classes 0 and 1 score -z and z
+        return _sigmoid(np.concatenate([-logits, logits], axis=1))
+    if head == "sigmoid":  # multi-label: each class its own sigmoid
+        return _sigmoid(logits)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("head", ["one logit", "sigmoid", "softmax"])
+def test_score_cam_weights_follow_the_one_probability_rule(head):
+    # A 1x1 conv: its field is one pixel, so each channel's mask is its own min-max map.
+    units = 1 if head == "one logit" else 2
+    activation = None if head == "one logit" else head
     model = keras.Sequential(
         [
             keras.Input((3, 3, 1)),
             L.Conv2D(2, 1, use_bias=False, name="c"),
             L.Flatten(),
-            L.Dense(1, name="head"),
+            L.Dense(units, activation=activation, name="head"),
         ]
     )
     k = np.array([1.0, -0.5], np.float32)
     model.get_layer("c").set_weights([k.reshape(1, 1, 1, 2)])
-    w = np.random.default_rng(2).normal(size=18).astype(np.float32)
-    model.get_layer("head").set_weights([w[:, None], np.array([0.3], np.float32)])
+    w = np.random.default_rng(2).normal(size=(18, units)).astype(np.float32)
+    bias = np.linspace(0.3, -0.2, units).astype(np.float32)
+    model.get_layer("head").set_weights([w, bias])
     x = np.random.default_rng(3).random((2, 3, 3, 1), dtype=np.float32)
 
-    def logit(images):  # (m, 3, 3) -> (m,)
+    def probabilities(images):  # (m, 3, 3) -> (m, classes)
         conv = images[..., None] * k  # (m, 3, 3, 2)
-        return conv.reshape(len(images), -1) @ w + 0.3
+        return _class_probabilities(conv.reshape(len(images), -1) @ w + bias, head)
 
     for target in (0, 1):
-        sign = 1.0 if target == 1 else -1.0
         expected = []
         for image in x[..., 0]:
             maps = image[..., None] * k  # (3, 3, 2)
             low, high = maps.min(axis=(0, 1)), maps.max(axis=(0, 1))
             masks = (maps - low) / (high - low)
             masked = np.moveaxis(image[..., None] * masks, -1, 0)  # (2, 3, 3)
-            weights = _sigmoid(sign * logit(masked))
+            weights = probabilities(masked)[:, target]
             expected.append(np.maximum(maps @ weights, 0))
         ours = kerasviz.score_cam(model, x, target, "c", upsample=None)
+        assert np.stack(expected).max() > 0
         np.testing.assert_allclose(ours, np.stack(expected), rtol=1e-5, atol=1e-7)
 
 
@@ -212,7 +225,7 @@ def test_subclassed_model_equals_the_same_layers_in_a_functional_model(subclasse
         lambda m, x: kerasviz.grad_cam(m, x),
         lambda m, x: kerasviz.score_cam(m, x),
         lambda m, x: kerasviz.feature_maps(m, x),
-        lambda m, x: kerasviz.feature_maps(m, x, ["conv2d"]),
+        lambda m, x: kerasviz.feature_maps(m, x, ["conv"]),
         lambda m, x: kerasviz.layer_statistics(m, x),
         lambda m, x: kerasviz.guided_backprop(m, x),
         lambda m, x: kerasviz.guided_grad_cam(m, x),
@@ -331,7 +344,7 @@ def test_score_cam_bilinear_and_occlusion_of_1d_and_3d_inputs(name, request):
         flat = up.reshape(len(up), -1)
         low, high = flat.min(axis=1), flat.max(axis=1)
         masks = ((flat - low[:, None]) / (high - low)[:, None]).reshape(up.shape)
-        logits = model.predict(image[None] * masks[..., None], verbose=0).astype(np.float64)
+        logits = model(image[None] * masks[..., None]).numpy().astype(np.float64)
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         expected.append(np.maximum(maps @ probs[:, 1], 0))
     expected = np.stack(expected)
@@ -339,17 +352,21 @@ def test_score_cam_bilinear_and_occlusion_of_1d_and_3d_inputs(name, request):
         expected = _interp(expected, axis, size)
     ours = kerasviz.score_cam(model, x, 1, upsample="bilinear")
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-7)
-    # Occlusion by hand: one model call per patch position.
+    # Occlusion by hand: every patch position covered in its own copy of the inputs.
     patch, stride = 2, 2
     drops = kerasviz.occlusion(model, x, 1, patch=patch, stride=stride, fill=0.5)
-    clean = model.predict(x, verbose=0)[:, 1]
+    clean = model(x).numpy()[:, 1]
+    windows = [
+        tuple(slice(c * stride, c * stride + patch) for c in corner)
+        for corner in np.ndindex(*[(s - patch) // stride + 1 for s in spatial])
+    ]
+    covered = np.repeat(x[None], len(windows), axis=0)  # (positions, n, *spatial, c)
+    for k, window in enumerate(windows):
+        covered[(k, slice(None), *window)] = 0.5
+    scores = model(covered.reshape(-1, *x.shape[1:])).numpy()[:, 1].reshape(len(windows), -1)
     total, count = np.zeros(x.shape[:-1]), np.zeros(spatial)
-    for corner in np.ndindex(*[(s - patch) // stride + 1 for s in spatial]):
-        window = tuple(slice(c * stride, c * stride + patch) for c in corner)
-        covered = x.copy()
-        covered[(slice(None), *window)] = 0.5
-        drop = clean - model.predict(covered, verbose=0)[:, 1]
-        total[(slice(None), *window)] += drop.reshape((-1,) + (1,) * len(spatial))
+    for window, score in zip(windows, scores, strict=True):
+        total[(slice(None), *window)] += (clean - score).reshape((-1,) + (1,) * len(spatial))
         count[window] += 1
     np.testing.assert_allclose(drops, total / count, rtol=1e-4, atol=1e-6)
     assert np.abs(drops).max() > 0
@@ -621,6 +638,7 @@ def any_size():
     keras.utils.set_random_seed(6)
     inputs = keras.Input((None, None, 3))
     x = L.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = L.MaxPooling2D(2, name="pool")(x)
     x = L.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, L.Dense(3)(x))
     images = np.random.default_rng(2).random((4, 32, 32, 3), dtype=np.float32)
@@ -644,6 +662,19 @@ def test_inputs_in_any_container_give_one_map_per_image(any_size, wrap):
     assert reference.shape == (4, 32, 32) and reference.max() > 0
     maps = kerasviz.grad_cam(model, wrap(images, np.arange(4)))
     np.testing.assert_allclose(maps, reference, rtol=1e-6, atol=1e-9)
+
+
+def test_bilinear_cam_is_tf_image_resize_of_the_layer_map(any_size):
+    model, images, _ = any_size
+    low = kerasviz.grad_cam(model, images, 1, "pool", upsample=None)
+    assert low.shape == (4, 16, 16) and low.max() > 0
+    reference = tf.image.resize(low[..., None], (32, 32), method="bilinear", antialias=False)
+    np.testing.assert_allclose(
+        kerasviz.grad_cam(model, images, 1, "pool", upsample="bilinear"),
+        reference.numpy()[..., 0],
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 def test_uint8_images_are_their_0_to_255_values(any_size):
