@@ -32,6 +32,25 @@ ARGMAX = -1
 _EXPECTED = "an int, a sequence of ints, a callable or None"
 
 
+_ONE_PER_IMAGE = (
+    "Expected a callable `targets` to return one score per image, shape (n,), from logits of "
+    "shape (n, classes)"
+)
+
+
+def _one_per_image(scores: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """``scores`` checked to hold one value per row of ``logits`` (a summed score would mix
+    the images: occlusion and the metrics need each image's own)."""
+    n, got = logits.shape[0], scores.shape[0]
+    if n is not None and got is not None:
+        if n != got:
+            raise ValueError(f"{_ONE_PER_IMAGE}. Received: {got} scores for {n} images.")
+        return scores
+    check = tf.debugging.assert_equal(tf.shape(scores)[0], tf.shape(logits)[0], _ONE_PER_IMAGE)
+    with tf.control_dependencies([check]):
+        return tf.identity(scores)
+
+
 @dataclass(frozen=True)
 class ScoreRule:
     """How logits become one score per image. Hashable: it keys compiled steps.
@@ -62,8 +81,8 @@ class ScoreRule:
     def scores(self, logits: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
         """One float32 score per image ``(batch,)``: the chosen class's logit, or ``fn``."""
         if self.fn is not None:
-            scores = tf.convert_to_tensor(self.fn(logits))
-            return tf.reshape(tf.cast(scores, tf.float32), [-1])
+            scores = tf.reshape(tf.cast(tf.convert_to_tensor(self.fn(logits)), tf.float32), [-1])
+            return _one_per_image(scores, logits)
         return tf.gather(self.class_logits(logits), self.choose(logits, indices), batch_dims=1)
 
     def probabilities(self, logits: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:

@@ -724,3 +724,13 @@ def test_unknown_layer_lists_each_suggestion_once():
     assert "backbone/conv1" not in names
     layers = [kerasviz.resolve_layer(model, name)[1] for name in names]
     assert len({id(layer) for layer in layers}) == len(names)  # each names another layer
+
+
+def test_a_callable_target_must_score_each_image(any_size):
+    model, images, _ = any_size
+    with pytest.raises(ValueError, match=r"one score per image.*Received: 1 scores for 4 images"):
+        kerasviz.saliency(model, images, lambda logits: keras.ops.sum(logits[:, 0]))
+    np.testing.assert_array_equal(
+        kerasviz.saliency(model, images, lambda logits: logits[:, 2]),
+        kerasviz.saliency(model, images, 2),
+    )
