@@ -5,7 +5,8 @@ for the server's warm-up, then times every request kind as the page sends it: th
 `--repeats` runs, interleaved, each on another demo image (no cache hits). Long jobs are timed
 to their first snapshot and to the end, and a feature-map request is timed while an inversion
 runs (the page must not block). The issue's bound: feature-map, CAM and saliency requests
-under 1 s after warm-up on the 2-core CPU.
+under 1 s after warm-up on the 2-core CPU. The page asks for each CAM method separately (the
+cheap ones show at once); one request for all five is timed for reference, unbounded.
 
 Run: .venv/bin/python benchmarks/bench_dashboard.py [--repeats 5]
 """
@@ -39,9 +40,8 @@ def call(url: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def follow(url: str, job: str) -> tuple[float | None, float]:
-    """(seconds to the first snapshot, seconds to the end) of a job."""
-    start = time.perf_counter()
+def follow(url: str, job: str, start: float) -> tuple[float | None, float]:
+    """(seconds to the first snapshot, seconds to the end) of a job submitted at ``start``."""
     first, after = None, 0
     while True:
         state = call(f"{url}api/jobs/{job}?after={after}&wait=2")
@@ -81,9 +81,15 @@ def main(argv: list[str] | None = None) -> None:
                     "api/unit",
                     {"layer": layer, "channel": 0, "y": h // 2, "x": w // 2, "steps": 8},
                 ),
-                "CAM: Grad-CAM only": ("api/cam", {"layer": layer, "methods": ["Grad-CAM"]}),
-                "CAM: all 5 methods x 2 projections": ("api/cam", {"layer": layer}),
+                **{
+                    f"CAM: {method}, both projections": (
+                        "api/cam",
+                        {"layer": layer, "methods": [method]},
+                    )
+                    for method in info["cams"]
+                },
                 "saliency": ("api/saliency", {}),
+                "(all 5 CAMs in one request)": ("api/cam", {"layer": layer}),
             }
             samples: dict[str, list[float]] = {k: [] for k in kinds}
             for repeat in range(args.repeats + 1):  # the first round is untimed
@@ -98,30 +104,32 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\n{model['name']} (layer {layer}, {h}x{w}), median of {args.repeats}:")
             for kind, values in samples.items():
                 median = statistics.median(values)
-                bounded = kind.startswith(("feature", "CAM", "saliency"))
+                bounded = kind.startswith(("feature", "CAM", "saliency"))  # as the page asks
                 verdict = ("OK" if median < BOUND_S else "NOT MET") if bounded else ""
-                print(f"  {kind:<36} {median * 1000:8.1f} ms  {verdict}")
+                print(f"  {kind:<40} {median * 1000:8.1f} ms  {verdict}")
                 rows.append((model["name"], kind, median, bounded))
             # long jobs
+            submitted = time.perf_counter()
             job = call(url + "api/jobs", {"kind": "gradients", "model": key, "image": images[1]})
-            first, total = follow(url, job["job"])
+            first, total = follow(url, job["job"], submitted)
             print(
-                f"  {'SmoothGrad 20 + IG 32 (job)':<36} {total * 1000:8.1f} ms  "
+                f"  {'SmoothGrad 16 + IG 32 (job)':<40} {total * 1000:8.1f} ms  "
                 f"(first frame {first * 1000:.0f} ms)"
             )
             body = {"kind": "invert", "model": key, "image": images[2], "layer": layer}
+            submitted = time.perf_counter()
             job = call(url + "api/jobs", {**body, "steps": 200, "every": 10})
             time.sleep(0.5)
             began = time.perf_counter()
             call(url + "api/features", {"model": key, "image": images[3], "layer": layer})
             during = time.perf_counter() - began
-            first, total = follow(url, job["job"])
+            first, total = follow(url, job["job"], submitted)
             print(
-                f"  {'inversion 200 steps (job)':<36} {total * 1000:8.1f} ms  "
+                f"  {'inversion 200 steps (job)':<40} {total * 1000:8.1f} ms  "
                 f"(first snapshot {first * 1000:.0f} ms)"
             )
             ok = "OK" if during < BOUND_S else "NOT MET"
-            print(f"  {'feature maps during the inversion':<36} {during * 1000:8.1f} ms  {ok}")
+            print(f"  {'feature maps during the inversion':<40} {during * 1000:8.1f} ms  {ok}")
             rows.append((model["name"], "feature maps during inversion", during, True))
         worst = max(value for *_, value, bounded in rows if bounded)
         verdict = "OK" if worst < BOUND_S else "NOT MET"

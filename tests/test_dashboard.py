@@ -302,6 +302,28 @@ def test_after_warm_up_no_request_on_the_default_layer_traces_again(served):
     assert TRACES == before, TRACES - before
 
 
+def test_a_model_of_free_input_size_is_served_at_the_chosen_size():
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(3, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    explorer = make_explorer(model, images(1), size=(24, 20))
+    try:
+        assert explorer.info()["models"][0]["size"] == [24, 20, 3]
+        assert explorer.features("m0", "i0", "conv")["shape"] == [22, 18, 3]
+        cam = explorer.cams("m0", "i0", "conv", methods=["Grad-CAM"])["methods"][0]
+        assert decode_url(cam["receptive_field"]["png"]).shape == (24, 20, 3)
+        unit = explorer.unit("m0", "i0", "conv", channel=1, y=0, x=17, steps=2)
+        assert unit["box"] == [0, 17, 3, 20]
+        job = wait(explorer, unit["job"])
+        assert job.state == "done", job.error
+        assert decode_url(job.result["png"]).shape == (24, 20, 3)
+    finally:
+        explorer.close()
+
+
 # ------------------------------------------------------------------------------ uploads
 
 
@@ -457,7 +479,16 @@ def test_cli_serve_demo_answers_and_stops(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "kerasviz.cli", "serve", "--demo", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "kerasviz.cli",
+            "serve",
+            "--demo",
+            "--port",
+            str(port),
+            "--no-warm-up",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -23,6 +23,10 @@ from dashboard_support import CLASSES, SIZE, decode_url, encode, images, tiny_mo
 import kerasviz
 
 TIMEOUT_MS = 60_000
+ALL_CAMS_SHOWN = """() => {
+    const cells = [...document.querySelectorAll('#cams tbody img')];
+    return cells.length === 10 && cells.every((img) => img.src.startsWith('data:'));
+}"""
 FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
@@ -35,9 +39,11 @@ def chromium() -> str:
 
 def picture(page, selector: str) -> np.ndarray:
     """The image an <img> shows, decoded; it must be loaded and not blank."""
-    src = page.get_attribute(selector, "src")
-    assert src, f"{selector} has no image"
-    width = page.eval_on_selector(selector, "img => img.complete ? img.naturalWidth : 0")
+    page.wait_for_function(
+        "s => { const i = document.querySelector(s); return i && i.src && i.complete; }",
+        arg=selector,
+    )
+    src, width = page.eval_on_selector(selector, "img => [img.src, img.naturalWidth]")
     array = decode_url(src)
     assert width == array.shape[1] > 0, f"{selector} did not load"
     assert array.std() > 1.0, f"{selector} is blank"
@@ -123,7 +129,7 @@ def test_dashboard_in_headless_chromium(board, tmp_path):
 
             # CAMs: every method, both projections; they change with the layer
             page.click(".tabs button[data-tab='attribution']")
-            page.wait_for_function("document.querySelectorAll('#cams tbody tr').length === 5")
+            page.wait_for_function(ALL_CAMS_SHOWN)
             first = "#cams tbody tr[data-method='Grad-CAM'] td:nth-child(2) img"
             cam_c1 = page.get_attribute(first, "src")
             assert picture(page, first).shape == (SIZE, SIZE, 3)
@@ -155,6 +161,15 @@ def test_dashboard_in_headless_chromium(board, tmp_path):
             left = picture(page, "#cmp-a .cmp-cam")
             right = picture(page, "#cmp-b .cmp-cam")
             assert not np.array_equal(left, right)
+            # ... or two layers of one image
+            page.check("input[name='cmp'][value='layers']")
+            page.wait_for_function(
+                "document.querySelector('#cmp-b h3') && "
+                "document.querySelector('#cmp-b h3').textContent === 'layer c1'"
+            )
+            assert page.inner_text("#cmp-a h3") == "layer c2"
+            assert picture(page, "#cmp-a .tiles img").shape == (15, 15, 3)
+            assert picture(page, "#cmp-b .tiles img").shape == (30, 30, 3)
 
             # bad input: a message in the page, and the page keeps working
             page.set_input_files(
@@ -216,7 +231,7 @@ def screenshots(out: Path) -> list[Path]:  # pragma: no cover - run by hand for 
         )
         steps = [
             ("features", None, None),
-            ("attribution", "#cams tbody tr", "document.getElementById('ig').src"),
+            ("attribution", None, f"({ALL_CAMS_SHOWN})() && document.getElementById('ig').src"),
             (
                 "inversion",
                 "#inv-start",

@@ -53,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="maps 0..255 pixels to the model's input (default scale01: x/255)",
     )
     parser.add_argument("--unsafe", action="store_true", help="allow Lambda layers (trusted files)")
+    parser.add_argument(
+        "--no-warm-up",
+        dest="warm_up",
+        action="store_false",
+        help="skip compiling the requests at start (the first clicks are then slower)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     url = server.url_for(args.host, port)
     print(f"kerasviz dashboard: {url}", flush=True)
     progress("serving; press Ctrl-C to stop")
-    explorer.warm_up()
+    if args.warm_up:
+        explorer.warm_up()
     try:
         server.serve_forever(app, sock)
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled gracefully

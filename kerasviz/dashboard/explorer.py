@@ -812,6 +812,7 @@ def _pattern(entry: ModelEntry, path: str, channel: int, position: tuple, steps:
         entry.model,
         kerasviz.neuron(path, channel, position),
         steps=steps,
+        size=None if entry.fixed_size else entry.size[:2],
         start=entry.space.to_model(0.5 + noise),
         parametrization="pixel",
         regularizers=(),

@@ -124,6 +124,10 @@ function renderTargets() {
 }
 
 function renderImages() {
+  if (!state.compare.image || !state.info.images.some((i) => i.key === state.compare.image)) {
+    const other = state.info.images.find((i) => i.key !== state.image);
+    state.compare.image = other ? other.key : state.image;
+  }
   const box = $("images");
   box.replaceChildren(
     ...state.info.images.map((image) => {
@@ -138,10 +142,6 @@ function renderImages() {
   );
   const options = state.info.images.map((image) => el("option", { value: image.key, text: image.name }));
   $("cmp-image").replaceChildren(...options);
-  if (!state.compare.image || !state.info.images.some((i) => i.key === state.compare.image)) {
-    const other = state.info.images.find((i) => i.key !== state.image);
-    state.compare.image = other ? other.key : state.image;
-  }
   $("cmp-image").value = state.compare.image;
 }
 
@@ -388,22 +388,28 @@ function drawBox(box) {
 
 async function loadAttribution() {
   const base = { model: state.model, image: state.image, target: state.target };
-  const cams = await api("/api/cam", { ...base, layer: state.layer }, "cam");
-  if (cams) {
-    $("cams").tBodies[0].replaceChildren(
-      ...cams.methods.map((m) =>
-        el(
-          "tr",
-          { "data-method": m.method },
-          el("td", {}, document.createTextNode(m.method), el("span", { class: "note", text: `${cams.layer} · ${cams.target_name} · ${m.ms} ms` })),
-          el("td", {}, el("img", { src: m.receptive_field.png, alt: `${m.method}, receptive-field projection` })),
-          el("td", {}, el("img", { src: m.bilinear.png, alt: `${m.method}, bilinear` })),
-        ),
-      ),
-    );
-  }
+  // One request per CAM method: the cheap ones show at once, Score-CAM follows.
+  const rows = state.info.cams.map((method) => {
+    const cells = [el("img", { alt: `${method}, receptive-field projection` }), el("img", { alt: `${method}, bilinear` })];
+    const note = el("span", { class: "note", text: "computing…" });
+    const row = el("tr", { "data-method": method }, el("td", {}, document.createTextNode(method), note), el("td", {}, cells[0]), el("td", {}, cells[1]));
+    return { method, row, cells, note };
+  });
+  $("cams").tBodies[0].replaceChildren(...rows.map((r) => r.row));
+  const cams = Promise.all(
+    rows.map(async ({ method, cells, note }) => {
+      const data = await api("/api/cam", { ...base, layer: state.layer, methods: [method] }, `cam-${method}`);
+      if (!data) return;
+      const m = data.methods[0];
+      cells[0].src = m.receptive_field.png;
+      cells[1].src = m.bilinear.png;
+      note.textContent = `${data.layer} · ${data.target_name} · ${m.ms} ms`;
+    }),
+  );
+  cams.catch(() => {}); // reported once, by the await below
   const saliency = await api("/api/saliency", base, "saliency");
   if (saliency) $("saliency").src = saliency.png;
+  await cams;
   $("smoothgrad").removeAttribute("src");
   $("ig").removeAttribute("src");
   $("gradients-progress").value = 0;
