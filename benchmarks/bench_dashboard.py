@@ -41,12 +41,13 @@ def call(url: str, body: dict | None = None) -> dict:
 
 
 def follow(url: str, job: str, start: float) -> tuple[float | None, float]:
-    """(seconds to the first snapshot, seconds to the end) of a job submitted at ``start``."""
+    """(seconds from the job's start to its first snapshot, seconds from submission to the
+    end) of a job submitted at ``start``."""
     first, after = None, 0
     while True:
         state = call(f"{url}api/jobs/{job}?after={after}&wait=2")
         if state["frames"] and first is None:
-            first = time.perf_counter() - start
+            first = state["frames"][0]["t"]
         after = state["next"]
         if state["state"] not in ("queued", "running"):
             assert state["state"] == "done", state

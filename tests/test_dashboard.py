@@ -242,6 +242,8 @@ def test_inversion_streams_snapshots_with_ssim_and_psnr(served):
         if state["state"] not in ("queued", "running"):
             break
     assert state["state"] == "done" and [f["step"] for f in seen] == [2, 4, 6]
+    times = [f["t"] for f in seen]  # seconds since the job started
+    assert 0 <= times[0] <= times[1] <= times[2] <= state["seconds"]
     display = fitted(0)
     for frame in seen:
         picture = decode_url(frame["png"]) / 255.0
@@ -414,6 +416,36 @@ def test_page_and_assets_are_served_locally(served):
 
 
 # ------------------------------------------------------------------------------ entry points
+
+
+def test_only_the_server_module_imports_the_web_framework():
+    """`import kerasviz` and the dashboard's model work never load Starlette or uvicorn."""
+    import ast
+
+    package = ROOT / "kerasviz"
+    importers = set()
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n.split(".")[0] in ("starlette", "uvicorn") for n in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"dashboard/server.py"}
+    top = ast.parse((package / "__init__.py").read_text())
+    imported = {
+        node.module for node in top.body if isinstance(node, ast.ImportFrom) and node.module
+    } | {a.name for node in top.body if isinstance(node, ast.Import) for a in node.names}
+    assert not any("dashboard" in name for name in imported)
+    dashboard_init = ast.parse((package / "dashboard" / "__init__.py").read_text())
+    assert not [
+        n
+        for n in dashboard_init.body
+        if isinstance(n, ast.Import | ast.ImportFrom) and "server" in ast.unparse(n)
+    ]
 
 
 def _get(url: str) -> tuple[int, bytes]:

@@ -397,7 +397,7 @@ class Explorer:
             hit = (display, entry.space.to_model(display))
             with self._guard:
                 self._fitted[cache_key] = hit
-                while len(self._fitted) > 256:
+                while len(self._fitted) > 64:
                     self._fitted.popitem(last=False)
         return entry, hit[0], hit[1]
 
@@ -463,7 +463,7 @@ class Explorer:
             maps = kerasviz.feature_maps(entry.model, x[None], [path])[path][0]
             with self._guard:
                 self._maps[key] = maps
-                while len(self._maps) > 16:
+                while len(self._maps) > 8:
                     self._maps.popitem(last=False)
         return maps
 

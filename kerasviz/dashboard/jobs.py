@@ -72,7 +72,7 @@ class Job:
         kind: what it computes (``"invert"``, ``"pattern"``, ``"gradients"``, ...).
         state: ``"queued"``, ``"running"``, ``"done"``, ``"error"`` or ``"cancelled"``.
         step, total: progress in the job's own units (optimization steps, path points).
-        frames: JSON-ready snapshots, in order.
+        frames: JSON-ready snapshots, in order; ``t`` is each one's time since the job started.
         result: the final JSON-ready result, once done.
         error: the message shown in the page when the job failed.
     """
@@ -118,6 +118,7 @@ class Job:
             if step is not None:
                 self.step = int(step)
             if frame is not None:
+                frame.setdefault("t", round(time.monotonic() - self.started, 3))
                 self.frames.append(frame)
             self._changed.notify_all()
         if self._cancel.is_set():

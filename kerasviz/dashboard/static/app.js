@@ -206,6 +206,7 @@ function selectModel(key) {
   state.layer = model.default_layer || (model.layers.find((l) => l.spatial) || {}).path || null;
   state.target = null;
   state.compare.layer = null;
+  clearChannels();
   renderTargets();
   renderLayers();
   refresh();
@@ -217,8 +218,14 @@ function selectImage(key) {
   refresh();
 }
 
+function clearChannels() {
+  state.channels = null; // explicit channels belong to one layer
+  $("channels").value = "";
+}
+
 async function selectLayer(path) {
   const previous = state.layer;
+  if (path !== previous) clearChannels();
   state.layer = path;
   renderLayerInfo();
   const ok = await refreshTab();
