@@ -1,11 +1,22 @@
-"""The ``kerasviz`` command: ``demo``, ``report`` and ``layers``.
+"""The ``kerasviz`` command: ``demo``, ``report``, ``layers`` and ``serve``.
 
-``kerasviz demo --out DIR`` writes the HTML report of the two committed demo models on synthetic
-shapes images. ``kerasviz report MODEL IMAGES... --out DIR`` writes the same report for a saved
-model and images: files, folders (their images, sorted by name) or quoted glob patterns such as
-``'imgs/*.png'``. ``kerasviz layers MODEL`` prints every layer with its output shape and its
-receptive field. User errors (a wrong path, an unreadable image, a model without an image input,
-a report that already exists) end with one line on stderr and exit status 1, never a traceback.
+``kerasviz demo --out DIR`` writes the HTML report of the two demo models (shipped with the
+package) on synthetic shapes images. ``kerasviz report MODEL IMAGES... --out DIR`` writes the
+same report for a saved model and images: files, folders (their images, sorted by name) or
+quoted glob patterns such as ``'imgs/*.png'``. Both plan their work to a time budget
+(``--budget SECONDS``, 120 s on a CPU; the full settings with a GPU or ``--full``), show a
+progress bar on a terminal (``--quiet`` for none) and choose sections with ``--sections``.
+``kerasviz layers MODEL`` prints every layer with its output shape and its receptive field.
+
+User errors (a wrong path, an unreadable image, a model without an image input, a report that
+already exists, a bad budget) end with one line on stderr and exit status 1, never a traceback.
+TensorFlow is imported only when a command runs, without its start-up log lines unless
+``--verbose``: ``kerasviz --help`` answers at once.
+
+A new subcommand is a ``_cmd_x(args)`` function plus an ``_add_x(sub)`` that adds its parser
+(with ``parents=[_common()]`` for ``--quiet``/``--verbose``) and calls
+``set_defaults(func=_cmd_x)``; ``main`` calls ``args.check(args)`` first when a command sets
+one (checks that need no TensorFlow), then starts TensorFlow quietly, then runs ``func``.
 """
 
 from __future__ import annotations
@@ -13,15 +24,15 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
+import math
 import os
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-# TensorFlow is imported lazily, so that argument errors and missing files are reported at once.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PREPROCESS = (
     "none",
@@ -67,8 +78,59 @@ def progress(message: str) -> None:
 
 
 def demo_models_dir() -> Path:
-    """The repository's ``models/`` folder, beside the ``kerasviz`` package."""
-    return Path(__file__).resolve().parent.parent / "models"
+    """The demo models' folder: ``kerasviz/demo_models``, package data of the installed package."""
+    return Path(__file__).resolve().parent / "demo_models"
+
+
+# ----------------------------------------------------------------------------- TensorFlow
+
+#: Set by :func:`start_tensorflow`: whether TensorFlow sees a GPU.
+_GPU: list[bool] = []
+
+
+def start_tensorflow(verbose: bool = False) -> bool:
+    """Imports TensorFlow, without its start-up log lines unless ``verbose``; True with a GPU.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` and absl's verbosity are set first, and while TensorFlow loads its
+    libraries and probes its devices, file descriptor 2 goes to a temporary file: some of its
+    lines are written before logging is configured and ignore both. Should the import fail,
+    what it wrote is shown.
+    """
+    if _GPU:
+        return _GPU[0]
+    if verbose or "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        _GPU.append(bool(tf.config.list_physical_devices("GPU")))
+        return _GPU[0]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # absl comes with TensorFlow; without it the import below fails anyway
+        pass
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            _GPU.append(bool(tf.config.list_physical_devices("GPU")))
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    # TensorFlow's and Keras' Python warnings (retracing notices, op converters) are noise here.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    for module in ("keras", "tensorflow", "absl"):
+        warnings.filterwarnings("ignore", module=module)
+    return _GPU[0]
 
 
 def load_model(path: str | Path, *, unsafe: bool = False):
@@ -241,6 +303,52 @@ def _cmd_layers(args) -> int:
     return 0
 
 
+def parse_budget(text: str | None, full: bool = False) -> float | None:
+    """The ``--budget`` in seconds: None for the default, 0 for the full settings.
+
+    Raises:
+        CLIError: not a number, negative or not finite, or given with ``--full``.
+    """
+    if text is None:
+        return 0.0 if full else None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise CLIError(
+            f"--budget expects a number of seconds >= 0 (0 for the full settings), got {text!r}"
+        )
+    if full and seconds > 0:
+        raise CLIError(f"--full runs the full settings; it cannot be combined with --budget {text}")
+    return seconds
+
+
+def _check_budget(args) -> None:
+    args.budget = parse_budget(args.budget, args.full)
+
+
+def _plan(args, start: float):
+    """The report's budget, sections, settings and progress from the common report options."""
+    from kerasviz import report as rep
+
+    try:
+        sections = rep.select_sections(args.sections.split(",") if args.sections else None)
+    except ValueError as error:
+        names = ",".join(spec.name for spec in rep.SECTIONS)
+        raise CLIError(f"--sections {args.sections!r}: unknown section; valid: {names}") from (
+            error
+        )
+    seconds = args.budget
+    if seconds is None:
+        seconds = 0.0 if start_tensorflow(args.verbose) else rep.CPU_BUDGET
+    budget = rep.Budget(seconds, start=start)
+    echo = None if args.quiet else progress
+    bar = not args.quiet and rep.Progress.terminal()
+    settings = rep.Settings.fast() if args.fast else rep.Settings.full()
+    return budget, sections, settings, rep.Progress(echo, bar=bar)
+
+
 def _cmd_report(args) -> int:
     import numpy as np
 
@@ -249,6 +357,7 @@ def _cmd_report(args) -> int:
     out = Path(args.out)
     paths = expand_images(args.images)
     _check_out(out, args.force)
+    budget, sections, settings, prog = _plan(args, args.started)
     pil_images = read_images(paths)
     pre = preprocessor(args.preprocess)
     model = load_model(args.model, unsafe=args.unsafe)
@@ -268,8 +377,6 @@ def _cmd_report(args) -> int:
         names=[p.name for p in paths],
         space=space,
     )
-    settings = rep.Settings.fast() if args.fast else rep.Settings.full()
-    start = time.perf_counter()
     path = rep.build_report(
         out,
         subject,
@@ -277,9 +384,12 @@ def _cmd_report(args) -> int:
         layer=args.layer,
         target=args.target,
         title=f"kerasviz report: {Path(args.model).name}",
-        progress=progress,
+        progress=prog,
+        budget=budget,
+        sections=sections,
     )
-    progress(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    if not args.quiet:
+        progress(rep.elapsed_line(path, budget))
     return 0
 
 
@@ -288,41 +398,81 @@ def _cmd_demo(args) -> int:
 
     out = Path(args.out)
     _check_out(out, args.force)
+    budget, sections, settings, prog = _plan(args, args.started)
     folder = Path(args.models) if args.models else demo_models_dir()
     missing = [name for name in DEMO_MODELS if not (folder / name).is_file()]
     if missing:
         raise CLIError(
             f"demo model {folder / missing[0]} not found; run `python {TRAIN_SCRIPT}` first"
         )
-    start = time.perf_counter()
     models = [load_model(folder / name) for name in DEMO_MODELS]
-    progress(f"loaded the demo models in {time.perf_counter() - start:.1f} s")
-    settings = rep.Settings.fast() if args.fast else rep.Settings.full()
-    path = rep.build_demo_report(out, models, settings=settings, progress=progress)
-    progress(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+    path = rep.build_demo_report(
+        out, models, settings=settings, progress=prog, budget=budget, sections=sections
+    )
+    if not args.quiet:
+        progress(rep.elapsed_line(path, budget))
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kerasviz", description="See what a trained Keras CNN has learned."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# ----------------------------------------------------------------------------- parsers
 
+
+def _common() -> argparse.ArgumentParser:
+    """``--quiet`` and ``--verbose``, shared by every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--quiet", action="store_true", help="no progress bar or progress lines (errors only)"
+    )
+    common.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's start-up log lines"
+    )
+    return common
+
+
+def _report_options(parser: argparse.ArgumentParser, default_out: str | None) -> None:
+    """Options shared by ``report`` and ``demo``."""
+    if default_out is None:
+        parser.add_argument("--out", required=True, help="output folder")
+    else:
+        parser.add_argument(
+            "--out", default=default_out, help=f"output folder (default: {default_out})"
+        )
+    parser.add_argument("--force", action="store_true", help="overwrite an existing report")
+    parser.add_argument(
+        "--budget",
+        metavar="SECONDS",
+        help="plan the report to finish in about this many seconds (default: 120 on a CPU, "
+        "the full settings with a GPU; 0 for the full settings)",
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="the full settings, however long (= --budget 0)"
+    )
+    parser.add_argument(
+        "--sections",
+        metavar="NAMES",
+        help="comma-separated sections to include, e.g. grad_cam,feature_maps (default: all)",
+    )
+    parser.add_argument("--fast", action="store_true", help="tiny sizes and steps (for tests)")
+
+
+def _add_demo(sub) -> None:
     demo = sub.add_parser(
         "demo",
+        parents=[_common()],
         help="report on the bundled demo models",
         description="Writes report.html and its PNGs for the two demo models on synthetic shapes.",
     )
-    demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    demo.add_argument("--force", action="store_true", help="overwrite an existing report")
-    demo.add_argument("--fast", action="store_true", help="fewer images and steps (for tests)")
+    _report_options(demo, "demo_output")
     demo.add_argument(
-        "--models", help="folder holding the demo models (default: the repository's models/)"
+        "--models", help="folder holding the demo models (default: the installed demo models)"
     )
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=_cmd_demo, check=_check_budget)
 
-    report = sub.add_parser("report", help="report on your saved model and image files")
+
+def _add_report(sub) -> None:
+    report = sub.add_parser(
+        "report", parents=[_common()], help="report on your saved model and image files"
+    )
     report.add_argument("model", help="a saved model (.keras or .h5)")
     report.add_argument(
         "images",
@@ -330,7 +480,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="IMAGES",
         help="image files (PNG, JPEG, ...), folders of images, or quoted glob patterns",
     )
-    report.add_argument("--out", required=True, help="output folder")
+    _report_options(report, None)
     report.add_argument(
         "--layer", help="the CAM layer (name or outer/inner path); default: last conv"
     )
@@ -342,15 +492,27 @@ def _parser() -> argparse.ArgumentParser:
         help="maps 0..255 pixels to the model's input: none, scale01 (x/255, the default) or a "
         "keras.applications module's preprocess_input",
     )
-    report.add_argument("--force", action="store_true", help="overwrite an existing report")
     report.add_argument("--unsafe", action="store_true", help="allow Lambda layers (trusted files)")
-    report.add_argument("--fast", action="store_true", help="fewer optimization steps")
-    report.set_defaults(func=_cmd_report)
+    report.set_defaults(func=_cmd_report, check=_check_budget)
 
-    layers = sub.add_parser("layers", help="print the layer table with receptive fields")
+
+def _add_layers(sub) -> None:
+    layers = sub.add_parser(
+        "layers", parents=[_common()], help="print the layer table with receptive fields"
+    )
     layers.add_argument("model", help="a saved model (.keras or .h5)")
     layers.add_argument("--unsafe", action="store_true", help="allow Lambda layers (trusted files)")
     layers.set_defaults(func=_cmd_layers)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kerasviz", description="See what a trained Keras CNN has learned."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub)
+    _add_report(sub)
+    _add_layers(sub)
     _add_serve(sub)
     return parser
 
@@ -359,13 +521,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``kerasviz`` command and returns its exit status.
 
     Example:
-        >>> main(["layers", "models/shapes_cnn.keras"])
+        >>> main(["layers", "my_model.keras"])
         0
     """
+    started = time.perf_counter()
     args = _parser().parse_args(argv)
-    # TensorFlow's Python warnings (retracing notices, op converters) are noise for CLI users.
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    args.started = started
     try:
+        check = getattr(args, "check", None)
+        if check is not None:
+            check(args)
+        start_tensorflow(getattr(args, "verbose", False))
         return args.func(args)
     except CLIError as error:
         print(f"kerasviz: error: {_one_line(error)}", file=sys.stderr)

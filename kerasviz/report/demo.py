@@ -9,8 +9,11 @@ from typing import Any
 import numpy as np
 
 from kerasviz.datasets import CLASS_NAMES, shapes
+from kerasviz.report.budget import Budget
 from kerasviz.report.page import Report
-from kerasviz.report.sections import analyze
+from kerasviz.report.progress import Progress
+from kerasviz.report.schedule import analyze
+from kerasviz.report.sections import SectionSpec
 from kerasviz.report.subject import InputSpace, Settings, Subject
 
 DEMO_SEED = 2024  # held out: the demo models are trained on other seeds
@@ -35,12 +38,15 @@ def build_demo_report(
     models: Sequence[Any],
     *,
     settings: Settings,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | Callable[[str], None] | None = None,
+    budget: Budget | None = None,
+    sections: Sequence[SectionSpec] | None = None,
 ) -> Path:
     """Writes the demo report of ``models`` (one input size) into ``out``; returns its path.
 
     Both models are analysed on the same held-out synthetic shapes images, and scored on their
-    exact masks (localization). ``progress`` gets one line per section.
+    exact masks (localization). ``progress``, ``budget`` and ``sections`` are as in
+    :func:`~kerasviz.report.schedule.analyze`.
     """
     size = int(models[0].inputs[0].shape[1])
     n = max(settings.localization, settings.show)
@@ -68,5 +74,5 @@ def build_demo_report(
         f"{' and '.join(m.name for m in models)} on {n} held-out synthetic shapes images "
         f"({size}x{size}) with ground-truth masks.",
     )
-    analyze(report, subjects, settings, progress=progress)
+    analyze(report, subjects, settings, progress=progress, budget=budget, sections=sections)
     return report.write()

@@ -111,6 +111,11 @@ class Report:
         self.subtitle = subtitle
         self.sections: list[Section] = []
         self.files: list[str] = []
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        """Adds a line under the page's header (how the report was planned, say)."""
+        self.notes.append(text)
 
     def section(self, id: str, title: str, intro: str = "") -> Section:
         """Starts a new section; ``id`` is its HTML id (lowercase letters, digits, dashes).
@@ -131,6 +136,7 @@ class Report:
         return _ENV.get_template("report.html.j2").render(
             title=self.title,
             subtitle=self.subtitle,
+            notes=self.notes,
             sections=self.sections,
             images=len(self.files),
             stamp=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),

@@ -2,7 +2,10 @@
 
 Every section is a function ``(subjects, settings, sec)`` listed once in :data:`SECTIONS`. It
 reads prepared subjects (:func:`~kerasviz.report.subject.prepare`), makes one batched call per
-method for all the images it shows, and adds figures and tables to ``sec``.
+method for all the images it shows, and adds figures and tables to ``sec``. A section whose
+cost grows with its sizes also has a cost function ``(subjects, settings, costs) -> Knobs``:
+the time budget (:mod:`~kerasviz.report.schedule`) lowers those sizes to fit, and the captions
+say what was done.
 """
 
 from __future__ import annotations
@@ -10,8 +13,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,8 +24,39 @@ from kerasviz import metrics, plot
 # No public function lists a model's leaf layers yet; these are the library's own walkers.
 from kerasviz._graph import is_graph_model, iter_layers
 from kerasviz._layers import is_conv, output_shape, spatial_layers
-from kerasviz.report.page import Report, Section
-from kerasviz.report.subject import Settings, Subject, forward, prepare
+from kerasviz.report.budget import Costs, Knobs, run_optimization
+from kerasviz.report.page import Section
+from kerasviz.report.subject import Settings, Subject, forward
+from kerasviz.report.views import canvas_size, neuron_canvas, paste, truncated_view
+
+#: Costs of a subject's model: ``costs(subject) -> Costs``.
+CostsOf = Callable[[Subject], Costs]
+
+#: The pointing game's standard tolerance: 15 px at 224 px (Zhang et al., 2016; TorchRay).
+STANDARD_TOLERANCE = (15, 224)
+
+
+def _within(st: Settings) -> str:
+    return ", within the time budget" if st.budgeted else ""
+
+
+def _advance(st: Settings, units: float = 1.0) -> None:
+    if st.work is not None:
+        st.work.advance(units)
+
+
+def _expect(st: Settings, units: float) -> None:
+    if st.work is not None:
+        st.work.expect(units)
+
+
+def _input_hw(s: Subject) -> tuple[int, int]:
+    return int(s.inputs.shape[1]), int(s.inputs.shape[2])
+
+
+def _plots(n: float) -> float:
+    """Seconds to draw and save ``n`` figures (matplotlib, PNG)."""
+    return 0.5 * n
 
 
 def _spatial(shape: tuple) -> str:
@@ -124,15 +157,43 @@ def _slug(path: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", path.lower()).strip("_")
 
 
+def _feature_maps_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    c = costs(subjects[0])
+    layers = len(_conv_layers(subjects[0].model))
+
+    def cost(k: dict) -> float:
+        grids = min(k["max_feature_layers"], layers)
+        return (
+            c.compile() * 0.5 + c.forward + _plots(2 + grids * (0.4 + k["feature_channels"] / 40))
+        )
+
+    return Knobs(
+        {"max_feature_layers": st.max_feature_layers, "feature_channels": st.feature_channels},
+        [("max_feature_layers", 6), ("feature_channels", 16), ("max_feature_layers", 3)],
+        cost,
+        lambda k: (
+            f"{min(k['max_feature_layers'], layers)} of {layers} conv layers, "
+            f"{k['feature_channels']} channels each"
+        ),
+        weight=0.25,
+        backward=False,
+    )
+
+
 def _sec_feature_maps(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """The activations of the conv layers for one image."""
     s = subjects[0]
     convs = _conv_layers(s.model)
     shown = _spread(convs, st.max_feature_layers)
     if len(shown) < len(convs):
-        sec.text(f"{len(shown)} of the {len(convs)} conv layers, evenly spaced.", note=True)
+        sec.text(
+            f"{len(shown)} of the {len(convs)} conv layers, evenly spaced{_within(st)}.",
+            note=True,
+        )
     progression = _spread([p for p, _ in spatial_layers(s.model)], 20)
+    _expect(st, len(shown) + 3)
     maps = kerasviz.feature_maps(s.model, s.inputs[:1], list(dict.fromkeys(progression + shown)))
+    _advance(st)
     sec.image(
         plot.layer_progression({p: maps[p] for p in progression}, image=0),
         "layer_progression",
@@ -159,8 +220,9 @@ def _sec_feature_maps(subjects: list[Subject], st: Settings, sec: Section) -> No
             f"feature_maps_{k}_{_slug(path)}",
             alt=f"Feature maps of {path}",
             caption=f"{path}: the first {count} of {maps[path].shape[-1]} channels, each "
-            "standardized to mean 128 and std 64.",
+            f"standardized to mean 128 and std 64{_within(st)}.",
         )
+        _advance(st)
 
 
 def _kernels(model: Any, convs: list[str]) -> list[tuple[str, np.ndarray]]:
@@ -227,36 +289,121 @@ def _sec_filters(subjects: list[Subject], st: Settings, sec: Section) -> None:
         )
 
 
-def _start(s: Subject) -> np.ndarray:
+def _start(s: Subject, size: tuple[int, int] | None = None) -> np.ndarray:
     """Gray with faint seeded noise: units that are silent on flat gray still get a gradient."""
-    noise = np.random.default_rng(0).uniform(-0.1, 0.1, s.inputs.shape[1:])
-    return s.space.to_model((0.5 + noise).astype(np.float32))
+    h, w = size or _input_hw(s)
+    jitter = np.random.default_rng(0).uniform(-0.1, 0.1, (h, w, s.inputs.shape[-1]))
+    return s.space.to_model((0.5 + jitter).astype(np.float32))
+
+
+def _pattern_canvas(s: Subject, path: str, scale: int) -> tuple[int, int]:
+    """The filter-pattern canvas at ``scale`` percent of the input side, kept congruent to the
+    input modulo the layer's stride (the maps line up as in the full model)."""
+    rf = kerasviz.receptive_field(s.model, path)
+    sides = []
+    for axis, big in enumerate(_input_hw(s)):
+        stride = max(rf.stride[axis], 1) if not rf.is_global else 1
+        cut = int((big - big * scale / 100.0) // stride) * stride
+        side = big - cut
+        sides.append(side if side >= max(2 * stride, 16) else big)
+    return sides[0], sides[1]
+
+
+def _pattern_channels(s: Subject, path: str) -> int:
+    return int(kerasviz.resolve_layer(s.model, path)[1].output.shape[-1])
+
+
+def _filter_patterns_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    s, c = subjects[0], costs(subjects[0])
+    path = s.cam_layer
+    total = _pattern_channels(s, path)
+    h, w = _input_hw(s)
+
+    def cost(k: dict) -> float:
+        ch, cw = _pattern_canvas(s, path, k["pattern_scale"])
+        rows = min(k["pattern_channels"], total) * k["pattern_steps"]
+        return c.compile(path, 2.5) + 1.15 * c.rows(rows, path, ch * cw / (h * w)) + _plots(1)
+
+    def describe(k: dict) -> str:
+        ch, cw = _pattern_canvas(s, path, k["pattern_scale"])
+        canvas = f", a {ch}x{cw} canvas" if (ch, cw) != (h, w) else ""
+        count = min(k["pattern_channels"], total)
+        return f"{count} of {total} channels, {k['pattern_steps']} steps{canvas}"
+
+    return Knobs(
+        {
+            "pattern_channels": st.pattern_channels,
+            "pattern_steps": st.pattern_steps,
+            "pattern_scale": st.pattern_scale,
+        },
+        [
+            ("pattern_steps", 48),
+            ("pattern_scale", 75),
+            ("pattern_channels", 16),
+            ("pattern_steps", 32),
+            ("pattern_scale", 50),
+            ("pattern_channels", 8),
+            ("pattern_steps", 16),
+            ("pattern_channels", 4),
+            ("pattern_steps", 8),
+        ],
+        cost,
+        describe,
+        weight=1.4,
+    )
 
 
 def _sec_filter_patterns(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """What each channel of one layer responds to most, found by gradient ascent on the input."""
     s = subjects[0]
     path = s.cam_layer
-    total = int(kerasviz.resolve_layer(s.model, path)[1].output.shape[-1])
+    total = _pattern_channels(s, path)
     count = min(st.pattern_channels, total)
-    patterns = kerasviz.filter_patterns(
-        s.model,
-        path,
-        channels=range(count),
-        steps=st.pattern_steps,
-        start=_start(s),
-        value_range=s.space.value_range,
+    size = _pattern_canvas(s, path, st.pattern_scale)
+    model, view_path = s.model, path
+    if size != _input_hw(s):
+        built = truncated_view(s.model, path, size, pre_relu=True)
+        if built is None:
+            size = _input_hw(s)
+        else:
+            model, view_path = built
+    _expect(st, st.pattern_steps)
+    patterns, steps = run_optimization(
+        st.work,
+        st.pattern_steps,
+        lambda **kw: kerasviz.filter_patterns(
+            model,
+            view_path,
+            channels=range(count),
+            steps=st.pattern_steps,
+            start="noise",
+            parametrization="fourier",
+            value_range=s.space.value_range,
+            **kw,
+        ),
     )
     grid = plot.image_grid(
         s.space.to_display(patterns, clip=False), cols=8, margin=5, normalize="minmax"
+    )
+    done = (
+        f"{steps} steps"
+        if steps == st.pattern_steps
+        else f"{steps} of {st.pattern_steps} planned steps (stopped at the deadline)"
+    )
+    canvas = (
+        f" on a {size[0]}x{size[1]} canvas (the layers up to {path} run on any size; the input "
+        f"is {_input_hw(s)[0]}x{_input_hw(s)[1]})"
+        if size != _input_hw(s)
+        else ""
     )
     sec.image(
         grid,
         "filter_patterns",
         alt=f"Input patterns that maximize the first {count} channels of {path}",
-        caption=f"{path}: the input that maximizes the mean of each of the first {count} "
-        f"channels ({st.pattern_steps} steps of gradient ascent from noisy gray, all channels in one "
-        "batch); 8 per row, 5 px margins.",
+        caption=f"{path}: the input that maximizes the mean of each of the first {count} of "
+        f"{total} channels, {done}{canvas}{_within(st)}; gradient ascent from seeded "
+        "low-frequency noise in a decorrelated Fourier basis, all channels in one batch; each "
+        "tile min-max scaled, 8 per row, 5 px margins.",
     )
 
 
@@ -276,45 +423,98 @@ def _neuron_layer(s: Subject) -> tuple[str, Any]:
     return best, kerasviz.receptive_field(s.model, best)
 
 
+def _neuron_patterns_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    s, c = subjects[0], costs(subjects[0])
+    path, rf = _neuron_layer(s)
+    total = _pattern_channels(s, path)
+    size = canvas_size(rf) or tuple(rf.input_size)
+    area = size[0] * size[1] / float(np.prod(rf.input_size))
+
+    def cost(k: dict) -> float:
+        rows = min(k["neurons"], total) * k["neuron_steps"]
+        return c.compile(path, 2.5) + c.rows(rows, path, area) + _plots(2)
+
+    return Knobs(
+        {"neurons": st.neurons, "neuron_steps": st.neuron_steps},
+        [
+            ("neuron_steps", 48),
+            ("neurons", 4),
+            ("neuron_steps", 24),
+            ("neurons", 2),
+            ("neuron_steps", 8),
+        ],
+        cost,
+        lambda k: f"{min(k['neurons'], total)} of {total} channels, {k['neuron_steps']} steps",
+        weight=0.6,
+    )
+
+
 def _sec_neuron_patterns(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """What single units respond to, shown only inside their receptive field."""
     s = subjects[0]
     path, rf = _neuron_layer(s)
-    total = int(kerasviz.resolve_layer(s.model, path)[1].output.shape[-1])
+    total = _pattern_channels(s, path)
     channels = list(range(min(st.neurons, total)))
-    centre = tuple(m // 2 for m in rf.map_size)
-    objectives = [kerasviz.neuron(path, c, centre) for c in channels]
-    images = kerasviz.maximize(
-        s.model,
-        objectives,
-        steps=st.neuron_steps,
-        start=_start(s),
-        parametrization="pixel",
-        regularizers=(),
-        transforms=(),
-        learning_rate=0.01,
-        value_range=s.space.value_range,
-    ).images
-    pixels = s.space.to_display(images, clip=False)
-    crops = kerasviz.crop_to_receptive_field(pixels, rf, centre)
+    canvas = neuron_canvas(s.model, path)
+    full_start = _start(s)
+    if canvas.view is None:
+        model, unit, start = s.model, canvas.unit, full_start
+    else:
+        # Only the unit's field matters to it: the rest of the canvas is the start's noise.
+        t, left, b, r = canvas.full_box
+        model, unit = canvas.view, canvas.unit
+        start = paste(_start(s, canvas.size), full_start[t:b, left:r], canvas.box)
+    objectives = [kerasviz.neuron(canvas.path, c, unit) for c in channels]
+    _expect(st, st.neuron_steps)
+    images, steps = run_optimization(
+        st.work,
+        st.neuron_steps,
+        lambda **kw: kerasviz.maximize(
+            model,
+            objectives,
+            steps=st.neuron_steps,
+            start=start,
+            parametrization="pixel",
+            regularizers=(),
+            transforms=(),
+            learning_rate=0.01,
+            value_range=s.space.value_range,
+            **kw,
+        ),
+    )
+    t, left, b, r = canvas.box
+    crops = s.space.to_display(images[:, t:b, left:r], clip=False)
     fig = plot.gallery(
         [_rgb(plot.normalize(c, "minmax")) for c in crops],
         [f"channel {c}" for c in channels],
         cols=min(8, len(channels)),
         panel_size=1.4,
     )
-    box = rf.box(*centre)
+    box = canvas.full_box
+    done = (
+        f"{steps} steps"
+        if steps == st.neuron_steps
+        else (f"{steps} of {st.neuron_steps} planned steps (stopped at the deadline)")
+    )
+    where = (
+        f", optimized on a {canvas.size[0]}x{canvas.size[1]} input that holds the field (the "
+        "unit computes the same function of those pixels there)"
+        if canvas.view is not None
+        else ""
+    )
     sec.image(
         fig,
         "neuron_patterns",
         alt=f"Neuron patterns of {path} cropped to the receptive field",
-        caption=f"{path}: the centre unit {centre} of each channel, maximized from noisy gray "
-        f"with plain pixel steps, cut to its exact receptive field {box} "
-        f"({_spatial(rf.size)} px); nothing outside it changes.",
+        caption=f"{path}: unit {canvas.full_unit} of {len(channels)} of {total} channels, "
+        f"maximized from noisy gray with plain pixel steps ({done}{_within(st)}), cut to its "
+        f"exact receptive field {box} ({_spatial(rf.size)} px){where}; nothing outside it "
+        "changes.",
     )
+    whole = paste(s.space.to_display(full_start, clip=False), crops[0], box)
     sec.image(
         plot.receptive_field_boxes(
-            _rgb(plot.normalize(pixels[0], "minmax")), [box], labels=[f"RF {_spatial(rf.size)}"]
+            _rgb(plot.normalize(whole, "minmax")), [box], labels=[f"RF {_spatial(rf.size)}"]
         ),
         "neuron_pattern_full",
         alt=f"The whole input optimized for channel 0 of {path}, with the receptive field box",
@@ -402,9 +602,64 @@ def _sec_signed_cam(subjects: list[Subject], st: Settings, sec: Section) -> None
     )
 
 
+def _grad_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    def cost(k: dict) -> float:
+        total = 0.0
+        for s in subjects:
+            c, n = costs(s), min(st.show, len(s.inputs))
+            total += len(_CAMS) * (c.compile(s.cam_layer) + c.rows(n)) + _plots(1.5)
+        return total
+
+    return Knobs({}, cost=cost)
+
+
+def _signed_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    c = costs(subjects[0])
+    return Knobs({}, cost=lambda k: c.compile(subjects[0].cam_layer) + c.rows(2) + _plots(2))
+
+
 def _baseline(s: Subject, n: int) -> np.ndarray:
     """``n`` black images in the model's input space."""
     return s.space.to_model(np.zeros((n, *s.inputs.shape[1:]), np.float32))
+
+
+def _gradients_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    s, c = subjects[0], costs(subjects[0])
+
+    def cost(k: dict) -> float:
+        n = min(k["show"], len(s.inputs))
+        rows = n * (1 + k["smooth_samples"] + k["ig_steps"] * (1 + k["ig_blur"]))
+        return 3 * c.compile() + c.rows(rows) + _plots(1 + 0.3 * n)
+
+    def describe(k: dict) -> str:
+        n = min(k["show"], len(s.inputs))
+        blur = "" if k["ig_blur"] else ", no blurred baseline"
+        return (
+            f"{n} image{'s' * (n > 1)}, {k['smooth_samples']} SmoothGrad samples, "
+            f"{k['ig_steps']} integrated-gradient steps{blur}"
+        )
+
+    return Knobs(
+        {
+            "show": st.show,
+            "smooth_samples": st.smooth_samples,
+            "ig_steps": st.ig_steps,
+            "ig_blur": int(st.ig_blur),
+        },
+        [
+            ("smooth_samples", 10),
+            ("ig_steps", 16),
+            ("show", 1),
+            ("smooth_samples", 4),
+            ("ig_steps", 8),
+            ("ig_blur", 0),
+            ("smooth_samples", 2),
+            ("ig_steps", 4),
+        ],
+        cost,
+        describe,
+        weight=1.0,
+    )
 
 
 def _sec_gradients(subjects: list[Subject], st: Settings, sec: Section) -> None:
@@ -412,54 +667,119 @@ def _sec_gradients(subjects: list[Subject], st: Settings, sec: Section) -> None:
     s = subjects[0]
     n = min(st.show, len(s.inputs))
     x, t = s.inputs[:n], s.targets[:n]
-    maps = {
-        "saliency": kerasviz.saliency(s.model, x, t),
-        "SmoothGrad": kerasviz.smoothgrad(s.model, x, t, samples=st.smooth_samples, noise=0.1),
-        "IG, black": kerasviz.integrated_gradients(
-            s.model, x, t, baseline=_baseline(s, n), steps=st.ig_steps
-        ),
-        "IG, blur": kerasviz.integrated_gradients(
+    _expect(st, 1 + st.smooth_samples + st.ig_steps * (1 + bool(st.ig_blur)))
+    maps = {"saliency": kerasviz.saliency(s.model, x, t)}
+    _advance(st)
+    maps["SmoothGrad"] = kerasviz.smoothgrad(s.model, x, t, samples=st.smooth_samples, noise=0.1)
+    _advance(st, st.smooth_samples)
+    maps["IG, black"] = kerasviz.integrated_gradients(
+        s.model, x, t, baseline=_baseline(s, n), steps=st.ig_steps
+    )
+    _advance(st, st.ig_steps)
+    if st.ig_blur:
+        maps["IG, blur"] = kerasviz.integrated_gradients(
             s.model, x, t, baseline="blur", steps=st.ig_steps
-        ),
-    }
+        )
+        _advance(st, st.ig_steps)
+    baselines = "a black and from a blurred baseline" if st.ig_blur else "a black baseline"
     sec.image(
         plot.heatmaps(_rgb(s.display[:n]), maps, cmap="inferno", alpha=0.7),
         "gradients",
-        alt="Saliency, SmoothGrad and integrated gradients with two baselines",
+        alt="Saliency, SmoothGrad and integrated gradients",
         caption=f"Max |gradient| over colour channels; SmoothGrad averages {st.smooth_samples} "
-        f"noisy copies; integrated gradients ({st.ig_steps} steps) from a black and from a "
-        "blurred baseline.",
+        f"noisy copies; integrated gradients ({st.ig_steps} steps) from {baselines}"
+        f"{_within(st)}.",
+    )
+
+
+def _inversion_layers(s: Subject, count: int) -> list[str]:
+    """``count`` of the three depths inverted (shallow first: deeper ones cost more)."""
+    return _spread(_conv_layers(s.model), 3)[: max(count, 1)]
+
+
+def _inversion_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    s, c = subjects[0], costs(subjects[0])
+    depths = _spread(_conv_layers(s.model), 3)
+
+    def cost(k: dict) -> float:
+        layers = _inversion_layers(s, k["inversion_layers"])
+        steps = k["inversion_steps"]
+        return sum(c.compile(p, 2.5) + 1.1 * c.rows(steps, p) for p in layers) + _plots(1)
+
+    return Knobs(
+        {"inversion_layers": st.inversion_layers, "inversion_steps": st.inversion_steps},
+        [
+            ("inversion_steps", 60),
+            ("inversion_steps", 24),
+            ("inversion_layers", 2),
+            ("inversion_steps", 12),
+            ("inversion_layers", 1),
+            ("inversion_steps", 6),
+        ],
+        cost,
+        lambda k: (
+            f"{min(k['inversion_layers'], len(depths))} of {len(depths)} depths, "
+            f"{k['inversion_steps']} steps"
+        ),
+        weight=1.0,
     )
 
 
 def _sec_inversion(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """Images reconstructed from the features of three depths."""
     s = subjects[0]
-    depths = _spread(_conv_layers(s.model), 3)
+    depths = _inversion_layers(s, st.inversion_layers)
+    all_depths = _spread(_conv_layers(s.model), 3)
     original = s.display[0]
-    pictures, titles, rows = [_rgb(original)], ["original"], []
+    pictures, titles, rows, done = [_rgb(original)], ["original"], [], []
+    _expect(st, st.inversion_steps * len(depths))
     for path in depths:
         steps, value_range = st.inversion_steps, s.space.value_range
-        recon = kerasviz.invert(s.model, s.inputs[0], path, steps=steps, value_range=value_range)
-        shown = s.space.to_display(recon.images)
+        images, steps = run_optimization(
+            st.work,
+            steps,
+            lambda path=path, steps=steps, value_range=value_range, **kw: kerasviz.invert(
+                s.model, s.inputs[0], path, steps=steps, value_range=value_range, **kw
+            ),
+        )
+        done.append(steps)
+        shown = s.space.to_display(images)
+        shown = shown[0] if shown.ndim == 4 else shown
         ssim = float(metrics.ssim(shown, original))
         psnr = float(metrics.psnr(shown, original))
         pictures.append(_rgb(shown))
         titles.append(f"{path}\nSSIM {ssim:.2f}")
         rf = kerasviz.receptive_field(s.model, path)
         rows.append([path, _spatial(rf.size), ssim, psnr])
+    steps = (
+        f"{st.inversion_steps} steps"
+        if all(d == st.inversion_steps for d in done)
+        else f"{', '.join(map(str, done))} of {st.inversion_steps} planned steps (stopped at "
+        "the deadline)"
+    )
+    skipped = (
+        f"; {len(all_depths) - len(depths)} deeper of the {len(all_depths)} depths left out"
+        if len(depths) < len(all_depths)
+        else ""
+    )
     sec.image(
         plot.gallery(pictures, titles, cols=len(pictures)),
         "inversion",
-        alt="The image reconstructed from the features of three layers",
-        caption=f"Reconstructions from {', '.join(depths)} ({st.inversion_steps} steps), with "
-        "their SSIM to the original.",
+        alt=f"The image reconstructed from the features of {len(depths)} layers",
+        caption=f"Reconstructions from {', '.join(depths)} ({steps}{skipped}{_within(st)}), "
+        "with their SSIM to the original.",
     )
     sec.table(
         ["layer", "RF size", "SSIM", "PSNR (dB)"],
         rows,
         caption="Deeper features keep less of the image.",
     )
+
+
+def _adversarial_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    s, c = subjects[0], costs(subjects[0])
+    n = min(st.show, len(s.inputs))
+    return Knobs({}, cost=lambda k: c.compile() + c.rows(n) + n * c.forward + _plots(1.5))
 
 
 def _sec_adversarial(subjects: list[Subject], st: Settings, sec: Section) -> None:
@@ -499,16 +819,28 @@ def _sec_adversarial(subjects: list[Subject], st: Settings, sec: Section) -> Non
     sec.table(["image", "before", "after", "score of the attacked class"], rows)
 
 
+def standard_tolerance(input_size: tuple[int, int]) -> int:
+    """The pointing game's standard tolerance in pixels: 15 px at 224 px, scaled to the input.
+
+    The scale is the mean of the input's height and width over 224 (Zhang et al., 2016).
+    """
+    px, at = STANDARD_TOLERANCE
+    return int(round(px * (input_size[0] + input_size[1]) / 2 / at))
+
+
 def localization_scores(s: Subject, settings: Settings) -> list[list[Any]]:
     """Pointing game and energy pointing game of each method on ``s.masks`` (true classes).
 
-    Returns one row per method and projection: name, projection, the two scores (shares in
-    [0, 1]) and seconds per image. ``s`` is prepared (:func:`prepare`) and has ``masks``.
+    Returns one row per method and projection: name, projection, the strict pointing game
+    (the map's maximum on the object), the pointing game at the standard tolerance
+    (:func:`standard_tolerance`), the energy pointing game (shares in [0, 1]) and seconds per
+    image. ``s`` is prepared (:func:`~kerasviz.report.subject.prepare`) and has ``masks``.
     """
     m, steps = min(settings.localization, len(s.inputs)), settings.localization_steps
     x, masks = s.inputs[:m], s.masks[:m]
     t = s.labels[:m] if s.labels is not None else s.targets[:m]
     rf = kerasviz.receptive_field(s.model, s.cam_layer)
+    tolerance = standard_tolerance(_input_hw(s))
 
     def cams(method: Callable) -> dict[str, np.ndarray]:
         exact, resized = _projected(s, method, x, t, rf)
@@ -528,12 +860,43 @@ def localization_scores(s: Subject, settings: Settings) -> list[list[Any]]:
         start = time.perf_counter()
         results = compute()
         seconds = (time.perf_counter() - start) / m / len(results)
+        _advance(settings)
         for projection, maps in results.items():
             maps = plot.reduce_channels(maps, "abs_max") if np.ndim(maps) == 4 else maps
-            pointing = float(np.mean(metrics.pointing_game(maps, masks)))
+            strict = float(np.mean(metrics.pointing_game(maps, masks)))
+            standard = float(np.mean(metrics.pointing_game(maps, masks, tolerance=tolerance)))
             energy = float(np.mean(metrics.energy_pointing_game(maps, masks)))
-            rows.append([name, projection, pointing, energy, seconds])
+            rows.append([name, projection, strict, standard, energy, seconds])
     return rows
+
+
+def _localization_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    scored = [s for s in subjects if s.masks is not None]
+
+    def cost(k: dict) -> float:
+        total = 0.0
+        for s in scored:
+            c, m = costs(s), min(k["localization"], len(s.inputs))
+            rows = m * (len(_CAMS) + 1 + 2 * k["localization_steps"])
+            total += 5 * c.compile() + c.rows(rows) + 0.01 * m
+        return total
+
+    return Knobs(
+        {"localization": st.localization, "localization_steps": st.localization_steps},
+        [
+            ("localization_steps", 8),
+            ("localization", 12),
+            ("localization_steps", 4),
+            ("localization", 6),
+        ],
+        cost,
+        lambda k: (
+            f"{k['localization']} images, {k['localization_steps']} SmoothGrad samples "
+            "and integrated-gradient steps"
+        ),
+        weight=1.0 if scored else 0.0,
+        backward=bool(scored),
+    )
 
 
 def _sec_localization(subjects: list[Subject], st: Settings, sec: Section) -> None:
@@ -546,89 +909,80 @@ def _sec_localization(subjects: list[Subject], st: Settings, sec: Section) -> No
             note=True,
         )
         return
+    _expect(st, len(scored) * (len(_CAMS) + 3))
+    px, at = STANDARD_TOLERANCE
     for s in scored:
         m = min(st.localization, len(s.inputs))
+        h, w = _input_hw(s)
+        tolerance = standard_tolerance((h, w))
         rows = localization_scores(s, st)
         sec.table(
-            ["method", "projection", "pointing game", "energy pointing game", "s / image"],
+            [
+                "method",
+                "projection",
+                "pointing game (strict, 0 px)",
+                f"pointing game (standard, {tolerance} px)",
+                "energy pointing game",
+                "s / image",
+            ],
             rows,
-            caption=f"{s.name}: {m} held-out images, maps of the true class. Pointing game: share "
-            "of maps whose maximum lies on the object; energy: share of positive map mass on it.",
+            caption=f"{s.name}: {m} held-out images, maps of the true class"
+            f"{_within(st)}. Pointing game: share of maps whose maximum lies on the object; "
+            f"strict counts only hits on the mask (tolerance 0 px), standard allows {tolerance} "
+            f"px around it ({px} px at {at} px, the usual tolerance, scaled to this {h}x{w} "
+            "input); energy: share of positive map mass on the object.",
         )
 
 
 class SectionSpec(NamedTuple):
-    """One section of the report: its HTML id, its title and the function that fills it."""
+    """One section of the report: its HTML id, its title, the function that fills it, and
+    optionally its cost.
+
+    ``cost(subjects, settings, costs) -> Knobs`` estimates the section's seconds from the
+    model's measured :class:`~kerasviz.report.budget.Costs`, with the sizes the time budget may
+    lower; None is a section whose cost is small and fixed (no backward pass).
+    """
 
     id: str
     title: str
     build: Callable[[list[Subject], Settings, Section], None]
+    cost: Callable[[list[Subject], Settings, CostsOf], Knobs] | None = None
 
     @property
     def intro(self) -> str:
         """The line under the title: the docstring of ``build``."""
         return " ".join((self.build.__doc__ or "").split())
 
+    @property
+    def name(self) -> str:
+        """The name ``--sections`` takes: the id with underscores."""
+        return self.id.replace("-", "_")
+
 
 # The report's sections, in page order. A new section is a function (its docstring is the
-# section's intro) plus one line here.
+# section's intro) plus one line here; a section whose cost grows with its sizes adds a cost
+# function, so that the time budget can plan it.
 SECTIONS = (
     SectionSpec("predictions", "Predictions", _sec_predictions),
     SectionSpec("layers", "Layers and receptive fields", _sec_layers),
-    SectionSpec("feature-maps", "Feature maps", _sec_feature_maps),
+    SectionSpec("feature-maps", "Feature maps", _sec_feature_maps, _feature_maps_cost),
     SectionSpec("filters", "Filter weights", _sec_filters),
-    SectionSpec("filter-patterns", "Filter patterns", _sec_filter_patterns),
-    SectionSpec("neuron-patterns", "Neuron patterns", _sec_neuron_patterns),
-    SectionSpec("grad-cam", "Grad-CAM and Grad-CAM++", _sec_grad_cam),
-    SectionSpec("signed-cam", "Signed CAMs of two classes", _sec_signed_cam),
-    SectionSpec("gradients", "Saliency, SmoothGrad and integrated gradients", _sec_gradients),
-    SectionSpec("inversion", "Feature inversion", _sec_inversion),
-    SectionSpec("adversarial", "Adversarial example (FGSM)", _sec_adversarial),
-    SectionSpec("localization", "Localization on ground-truth masks", _sec_localization),
+    SectionSpec("filter-patterns", "Filter patterns", _sec_filter_patterns, _filter_patterns_cost),
+    SectionSpec("neuron-patterns", "Neuron patterns", _sec_neuron_patterns, _neuron_patterns_cost),
+    SectionSpec("grad-cam", "Grad-CAM and Grad-CAM++", _sec_grad_cam, _grad_cam_cost),
+    SectionSpec("signed-cam", "Signed CAMs of two classes", _sec_signed_cam, _signed_cam_cost),
+    SectionSpec(
+        "gradients",
+        "Saliency, SmoothGrad and integrated gradients",
+        _sec_gradients,
+        _gradients_cost,
+    ),
+    SectionSpec("inversion", "Feature inversion", _sec_inversion, _inversion_cost),
+    SectionSpec("adversarial", "Adversarial example (FGSM)", _sec_adversarial, _adversarial_cost),
+    SectionSpec(
+        "localization",
+        "Localization on ground-truth masks",
+        _sec_localization,
+        _localization_cost,
+    ),
 )
-
-
-def analyze(
-    report: Report,
-    subjects: Sequence[Subject],
-    settings: Settings,
-    *,
-    layer: Any = None,
-    target: int | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> Report:
-    """Adds every section of :data:`SECTIONS` to ``report``; the first subject is the main one.
-
-    Every subject is prepared first (:func:`prepare`: the scores, the targets and the CAM layer,
-    ``layer`` for the first subject), then the sections read them. Sections about one model
-    (feature maps, filters, optimization, inversion, FGSM) use the first subject; predictions,
-    layers, Grad-CAM and localization cover every subject. ``progress`` gets a line per section.
-
-    Raises:
-        ValueError: ``layer`` is not a layer of the first model.
-    """
-    prepared = [
-        prepare(s, layer=layer if k == 0 else None, target=target) for k, s in enumerate(subjects)
-    ]
-    for k, spec in enumerate(SECTIONS, start=1):
-        start = time.perf_counter()
-        spec.build(prepared, settings, report.section(spec.id, spec.title, spec.intro))
-        if progress is not None:
-            progress(f"[{k:2d}/{len(SECTIONS)}] {spec.title}: {time.perf_counter() - start:.1f} s")
-    return report
-
-
-def build_report(
-    out: str | Path,
-    subject: Subject,
-    *,
-    settings: Settings,
-    layer: Any = None,
-    target: int | None = None,
-    title: str = "kerasviz report",
-    progress: Callable[[str], None] | None = None,
-) -> Path:
-    """Writes the report of one model on its images into ``out``; returns the HTML path."""
-    report = Report(out, title, f"{subject.name}: {len(subject.inputs)} images")
-    analyze(report, [subject], settings, layer=layer, target=target, progress=progress)
-    return report.write()

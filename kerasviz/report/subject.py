@@ -7,7 +7,7 @@ CAM layer) before any section runs, so sections only read a :class:`Subject`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -109,21 +109,31 @@ class Subject:
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes and step counts of the analyses; :meth:`fast` is for tests."""
+    """Sizes and step counts of the analyses; :meth:`fast` is for tests.
+
+    The time budget plans a copy per section (``budgeted=True`` when it lowered anything) and
+    hands the running section its progress and deadline in ``work``
+    (:class:`~kerasviz.report.budget.Work`).
+    """
 
     show: int = 3  # images in per-image figures
     feature_channels: int = 32  # channels per feature-map grid
     max_feature_layers: int = 12  # conv layers shown (evenly spaced beyond that)
     pattern_channels: int = 32
     pattern_steps: int = 96
+    pattern_scale: int = 100  # filter-pattern canvas side, in percent of the input's
     neurons: int = 8
     neuron_steps: int = 96
     smooth_samples: int = 20
     ig_steps: int = 50
+    ig_blur: bool = True  # integrated gradients from a blurred baseline too
     inversion_steps: int = 150
+    inversion_layers: int = 3
     epsilon: float = 0.02  # FGSM step, in display units (fraction of the pixel range)
     localization: int = 24  # images scored on masks (demo)
     localization_steps: int = 16  # IG steps and SmoothGrad samples when scoring
+    budgeted: bool = False  # lowered to fit the time budget (captions say so)
+    work: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def full(cls) -> Settings:
