@@ -506,6 +506,38 @@ def test_cli_port_in_use_is_one_line_naming_the_port(capsys):
     assert capsys.readouterr().err.strip() == "kerasviz: error: expected a MODEL file, or --demo"
 
 
+def test_cli_serve_a_saved_model_and_a_folder(tmp_path, capsys):
+    import keras
+
+    from kerasviz.cli import _parser, expand_images
+    from kerasviz.dashboard.command import _explorer
+
+    path = tmp_path / "tiny.keras"
+    tiny_model().save(path)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i, pixels in enumerate(images(2)):
+        (folder / f"p{i}.png").write_bytes(encode(pixels))
+    (folder / "notes.txt").write_text("not an image")
+    args = _parser().parse_args(["serve", str(path), str(folder), "--preprocess", "none"])
+    explorer = _explorer(args, expand_images(args.images))
+    try:
+        info = explorer.info()
+        assert [m["name"] for m in info["models"]] == ["tiny"]
+        assert [i["name"] for i in info["images"]] == ["p0.png", "p1.png"]
+        assert explorer.entries["m0"].space.value_range == (0.0, 255.0)  # --preprocess none
+    finally:
+        explorer.close()
+    # a model holding Python code loads only with --unsafe: one line, before any serving
+    inputs = keras.Input((SIZE, SIZE, 3))
+    lambda_model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0)(inputs))
+    lambda_model.save(tmp_path / "lambda.keras")
+    capsys.readouterr()
+    assert main(["serve", str(tmp_path / "lambda.keras"), "--port", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kerasviz: error: ") and "--unsafe" in err and "\n" not in err
+
+
 def test_cli_serve_demo_answers_and_stops(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
