@@ -303,6 +303,12 @@ class Explorer:
         images: ``(name, uint8 pixels (h, w, c))`` pairs.
         max_uploads: uploads kept in memory (the oldest upload is dropped first).
         max_upload_bytes, max_pixels: the upload limits (see :mod:`kerasviz.dashboard.images`).
+
+    Every request method takes JSON-ready arguments (keys, layer paths, ints) and returns a
+    JSON-ready dict whose pictures are PNG data URLs. Bad arguments raise :class:`RequestError`
+    (a ValueError with an HTTP status: 404 for an unknown model or image key, 413 for an upload
+    over the limit, 400 otherwise); kerasviz's own ValueErrors (an unknown layer, with the
+    closest names) pass through. Both become the message shown in the page.
     """
 
     def __init__(
