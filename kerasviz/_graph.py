@@ -50,8 +50,8 @@ def model_inputs(model: keras.Model) -> list:
 SUPPORTED_MODELS = (
     "Sequential and functional Keras models (nested ones included) support every kerasviz "
     "function; subclassed models support only those that need just `model(x)`: saliency, "
-    "smoothgrad, integrated_gradients, occlusion, fgsm, pgd, metrics.deletion_auc and "
-    "metrics.insertion_auc"
+    "smoothgrad, integrated_gradients, input_x_gradient, gradient_shap, occlusion, fgsm, pgd, "
+    "metrics.deletion_auc and metrics.insertion_auc"
 )
 
 

@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 import kerasviz
+from kerasviz._graph import SUPPORTED_MODELS
 from kerasviz.attribution.cams import resize_linear
 
 L = keras.layers
@@ -177,6 +178,25 @@ def test_score_cam_weights_follow_the_one_probability_rule(head):
 # ---------------------------------------------------------------- 2. subclassed models
 
 
+SUBCLASSED_METHODS = [
+    "saliency",
+    "smoothgrad",
+    "integrated_gradients",
+    "occlusion",
+    "metrics.deletion_auc",
+    "metrics.insertion_auc",
+    "input_x_gradient",
+    "gradient_shap",
+    "fgsm",
+    "pgd",
+]
+
+
+def test_the_supported_list_names_exactly_the_methods_checked_on_subclassed_models():
+    listed = SUPPORTED_MODELS.split("`model(x)`: ")[1].replace(" and ", ", ").split(", ")
+    assert sorted(listed) == sorted(SUBCLASSED_METHODS)
+
+
 class SubclassedNet(keras.Model):
     def __init__(self):
         super().__init__()
@@ -207,8 +227,13 @@ def subclassed():
         lambda m, x: kerasviz.integrated_gradients(m, x, 2, steps=4, return_delta=True),
         lambda m, x: kerasviz.occlusion(m, x, None, patch=4, stride=2),
         lambda m, x: kerasviz.metrics.deletion_auc(m, x, x[..., 0], steps=4),
+        lambda m, x: kerasviz.metrics.insertion_auc(m, x, x[..., 1], steps=4),
+        lambda m, x: kerasviz.input_x_gradient(m, x, 0),
+        lambda m, x: kerasviz.gradient_shap(m, x, 1, samples=3),
+        lambda m, x: kerasviz.fgsm(m, x, epsilon=0.05),
+        lambda m, x: kerasviz.pgd(m, x, epsilon=0.05, steps=2),
     ],
-    ids=["saliency", "smoothgrad", "integrated_gradients", "occlusion", "deletion_auc"],
+    ids=SUBCLASSED_METHODS,
 )
 def test_subclassed_model_equals_the_same_layers_in_a_functional_model(subclassed, method):
     model, functional, x = subclassed
@@ -245,9 +270,7 @@ def test_subclassed_model_equals_the_same_layers_in_a_functional_model(subclasse
 def test_subclassed_model_layer_methods_name_the_supported_kinds(subclassed, method):
     model, _, x = subclassed
     with pytest.raises(
-        ValueError,
-        match=r"Sequential and functional Keras models .* subclassed models support only .*"
-        r"saliency, smoothgrad, integrated_gradients, occlusion",
+        ValueError, match=r"Sequential .*SubclassedNet.*" + re.escape(SUPPORTED_MODELS)
     ):
         method(model, x)
 
