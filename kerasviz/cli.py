@@ -96,12 +96,13 @@ def start_tensorflow(verbose: bool = False) -> bool:
     lines are written before logging is configured and ignore both. Should the import fail,
     what it wrote is shown.
     """
-    if _GPU:
-        return _GPU[0]
     if verbose or "tensorflow" in sys.modules:
         import tensorflow as tf
 
-        _GPU.append(bool(tf.config.list_physical_devices("GPU")))
+        if not _GPU:
+            _GPU.append(bool(tf.config.list_physical_devices("GPU")))
+        if not verbose:
+            _quiet_python_logs()
         return _GPU[0]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
@@ -126,11 +127,15 @@ def start_tensorflow(verbose: bool = False) -> bool:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+    _quiet_python_logs()
+    return _GPU[0]
+
+
+def _quiet_python_logs() -> None:
     # TensorFlow's and Keras' Python warnings (retracing notices, op converters) are noise here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     for module in ("keras", "tensorflow", "absl"):
         warnings.filterwarnings("ignore", module=module)
-    return _GPU[0]
 
 
 def load_model(path: str | Path, *, unsafe: bool = False):

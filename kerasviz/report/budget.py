@@ -25,8 +25,8 @@ from kerasviz._layers import output_shape
 
 #: The default budget in seconds on a CPU; with a GPU the default is the full settings.
 CPU_BUDGET = 120.0
-#: Kept back for writing the page and the last figures, as a share of the budget.
-RESERVE = 0.04
+#: Kept back for writing the page and the process's exit, as a share of the budget.
+RESERVE = 0.05
 
 
 def multiply_adds(model: Any) -> list[tuple[str, float, float]]:

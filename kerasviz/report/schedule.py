@@ -26,10 +26,10 @@ RUN_ORDER = (
     "predictions",
     "layers",
     "filters",
-    "grad-cam",
     "signed-cam",
-    "adversarial",
     "feature-maps",
+    "grad-cam",
+    "adversarial",
     "gradients",
     "inversion",
     "localization",
@@ -216,7 +216,11 @@ def _planned(report, runner, specs, prepared, settings, budget, forward, costs) 
                 f"{suggest_budget(budget.seconds + own_min - max(left, 0))} would include it.",
             )
             continue
-        chosen, _ = fit(lambda v, kn=kn: budget.estimate(kn.cost(v)), kn.start, kn.stages, allowed)
+        chosen = kn.start
+        if kn.stages and budget.estimate(kn.cost(kn.start)) > allowed:
+            chosen, _ = fit(
+                lambda v, kn=kn: budget.estimate(kn.cost(v)), kn.start, kn.stages, allowed
+            )
         lowered = chosen != kn.start
         planned = replace(settings, **chosen, budgeted=lowered or settings.budgeted)
         if lowered:

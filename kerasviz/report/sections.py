@@ -349,7 +349,7 @@ def _filter_patterns_cost(subjects: list[Subject], st: Settings, costs: CostsOf)
         ],
         cost,
         describe,
-        weight=1.4,
+        weight=1.2,
     )
 
 
@@ -548,8 +548,8 @@ def _sec_grad_cam(subjects: list[Subject], st: Settings, sec: Section) -> None:
             alt=f"Grad-CAM and Grad-CAM++ of {s.name}, back-projected and resized",
             caption=f"{s.name}, layer {s.cam_layer} ({_spatial(rf.map_size)} map, RF "
             f"{_spatial(rf.size)}, stride {_spatial(rf.stride)}, start {rf.start}): each map "
-            "back-projected through the exact receptive fields, beside a bilinear resize. "
-            "Targets: " + ", ".join(s.class_name(c) for c in t) + ".",
+            f"back-projected through the exact receptive fields, beside a bilinear resize"
+            f"{_within(st)}. Targets: " + ", ".join(s.class_name(c) for c in t) + ".",
         )
         if s is subjects[0]:
             last = tuple(m - 1 for m in rf.map_size)
@@ -602,15 +602,26 @@ def _sec_signed_cam(subjects: list[Subject], st: Settings, sec: Section) -> None
     )
 
 
+def _images(k: dict, s: Subject) -> str:
+    n = min(k["show"], len(s.inputs))
+    return f"{n} of {len(s.inputs)} image{'s' * (len(s.inputs) > 1)}"
+
+
 def _grad_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
     def cost(k: dict) -> float:
         total = 0.0
         for s in subjects:
-            c, n = costs(s), min(st.show, len(s.inputs))
-            total += len(_CAMS) * (c.compile(s.cam_layer) + c.rows(n)) + _plots(1.5)
+            c, n = costs(s), min(k["show"], len(s.inputs))
+            total += len(_CAMS) * (c.compile(s.cam_layer) + c.rows(n)) + _plots(1 + 0.2 * n)
         return total
 
-    return Knobs({}, cost=cost)
+    return Knobs(
+        {"show": st.show},
+        [("show", 1)],
+        cost,
+        lambda k: _images(k, subjects[0]),
+        weight=0.4,
+    )
 
 
 def _signed_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
@@ -654,7 +665,7 @@ def _gradients_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kn
             ("ig_steps", 8),
             ("ig_blur", 0),
             ("smooth_samples", 2),
-            ("ig_steps", 4),
+            ("ig_steps", 3),
         ],
         cost,
         describe,
@@ -778,8 +789,12 @@ def _sec_inversion(subjects: list[Subject], st: Settings, sec: Section) -> None:
 
 def _adversarial_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
     s, c = subjects[0], costs(subjects[0])
-    n = min(st.show, len(s.inputs))
-    return Knobs({}, cost=lambda k: c.compile() + c.rows(n) + n * c.forward + _plots(1.5))
+
+    def cost(k: dict) -> float:
+        n = min(k["show"], len(s.inputs))
+        return c.compile() + c.rows(n) + n * c.forward + _plots(1 + 0.2 * n)
+
+    return Knobs({"show": st.show}, [("show", 1)], cost, lambda k: _images(k, s), weight=0.25)
 
 
 def _sec_adversarial(subjects: list[Subject], st: Settings, sec: Section) -> None:
@@ -814,7 +829,7 @@ def _sec_adversarial(subjects: list[Subject], st: Settings, sec: Section) -> Non
         "fgsm",
         alt="Original images, FGSM perturbations and adversarial images",
         caption=f"FGSM: one signed-gradient step of {st.epsilon:g} of the pixel range away from "
-        "each image's class (perturbation shown amplified).",
+        f"each image's class (perturbation shown amplified){_within(st)}.",
     )
     sec.table(["image", "before", "after", "score of the attacked class"], rows)
 
