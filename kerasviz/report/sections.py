@@ -54,9 +54,10 @@ def _input_hw(s: Subject) -> tuple[int, int]:
     return int(s.inputs.shape[1]), int(s.inputs.shape[2])
 
 
-def _plots(n: float) -> float:
-    """Seconds to draw and save ``n`` figures (matplotlib, PNG)."""
-    return 0.5 * n
+def _plots(figures: float, panels: float = 0.0) -> float:
+    """Seconds to draw and save ``figures`` figures of ``panels`` panels in all (matplotlib:
+    each panel is an axes to build and draw)."""
+    return 0.25 * figures + 0.035 * panels
 
 
 def _spatial(shape: tuple) -> str:
@@ -163,9 +164,7 @@ def _feature_maps_cost(subjects: list[Subject], st: Settings, costs: CostsOf) ->
 
     def cost(k: dict) -> float:
         grids = min(k["max_feature_layers"], layers)
-        return (
-            c.compile() * 0.5 + c.forward + _plots(2 + grids * (0.4 + k["feature_channels"] / 40))
-        )
+        return c.compile() * 0.5 + c.forward + _plots(2 + grids, 21 + grids * k["feature_channels"])
 
     return Knobs(
         {"max_feature_layers": st.max_feature_layers, "feature_channels": st.feature_channels},
@@ -231,7 +230,7 @@ def _kernels(model: Any, convs: list[str]) -> list[tuple[str, np.ndarray]]:
     return [(path, k) for path, k in kernels if k is not None and k.ndim == 4]
 
 
-def _depthwise_filters(s: Subject, sec: Section) -> None:
+def _depthwise_filters(s: Subject, st: Settings, sec: Section) -> None:
     """Models whose deeper spatial filters are all depthwise (MobileNet): one kernel per channel."""
     for path in _conv_layers(s.model):
         kernel = kerasviz.filter_weights(s.model, path).get("depthwise_kernel")
@@ -239,14 +238,39 @@ def _depthwise_filters(s: Subject, sec: Section) -> None:
             kh, kw, cin, mult = kernel.shape
             per_channel = kernel.reshape(kh, kw, 1, cin * mult)
             sec.image(
-                plot.filter_channel_average(per_channel, max_filters=32, title=path),
+                plot.filter_channel_average(per_channel, max_filters=st.filters, title=path),
                 "filters_depthwise",
                 alt=f"Depthwise filters of {path}",
                 caption=f"{path} {kernel.shape}: the deeper spatial filters are depthwise, one "
-                "per input channel (the first 32, grey is zero).",
+                f"per input channel (the first {min(st.filters, cin * mult)}, grey is zero"
+                f"{_within(st)}).",
             )
             return
     sec.text("No deeper convolution has a spatial kernel to show.", note=True)
+
+
+def _filters_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    return Knobs(
+        {"filters": st.filters, "depth_sections": st.depth_sections},
+        [("filters", 16), ("depth_sections", 4), ("filters", 8)],
+        lambda k: 0.5 + _plots(3, 2 * k["filters"] + k["depth_sections"] ** 2),
+        lambda k: (
+            f"{k['filters']} filters per figure, {k['depth_sections']}x"
+            f"{k['depth_sections']} depth sections"
+        ),
+        weight=0.15,
+        backward=False,
+    )
+
+
+def _predictions_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    shown = min(st.show, len(subjects[0].inputs))
+    return Knobs({}, cost=lambda k: _plots(1, shown) + 0.1 * len(subjects), backward=False)
+
+
+def _layers_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    count = sum(len(list(iter_layers(s.model))) for s in subjects)
+    return Knobs({}, cost=lambda k: 0.2 + 0.005 * count, backward=False)
 
 
 def _sec_filters(subjects: list[Subject], st: Settings, sec: Section) -> None:
@@ -258,42 +282,45 @@ def _sec_filters(subjects: list[Subject], st: Settings, sec: Section) -> None:
         return
     path, kernel = kernels[0]
     if kernel.shape[2] == 3:
-        fig = plot.filter_rgb(kernel, max_filters=32, title=f"{path} {kernel.shape}")
+        fig = plot.filter_rgb(kernel, max_filters=st.filters, title=f"{path} {kernel.shape}")
         caption = (
-            f"{path}: each filter as an RGB tile, followed by its R, G and B weights in grey "
-            "(one min-max scale per filter)."
+            f"{path}: the first {min(st.filters, kernel.shape[3])} of {kernel.shape[3]} filters, "
+            "each as an RGB tile followed by its R, G and B weights in grey (one min-max scale "
+            f"per filter){_within(st)}."
         )
     else:
-        fig = plot.filter_channel_average(kernel, max_filters=32, title=f"{path} {kernel.shape}")
-        caption = f"{path}: each filter averaged over its input channels."
+        fig = plot.filter_channel_average(
+            kernel, max_filters=st.filters, title=f"{path} {kernel.shape}"
+        )
+        caption = (
+            f"{path}: the first {min(st.filters, kernel.shape[3])} of {kernel.shape[3]} filters, "
+            f"each averaged over its input channels{_within(st)}."
+        )
     sec.image(fig, "filters_first", alt=f"First-layer filters of {path}", caption=caption)
     deeper = [(p, k) for p, k in kernels[1:] if k.shape[0] * k.shape[1] > 1]
     if not deeper:
-        _depthwise_filters(s, sec)
+        _depthwise_filters(s, st, sec)
     else:
         path, kernel = deeper[0]
         sec.image(
-            plot.filter_depth_sections(kernel, max_filters=8, max_inputs=8, title=path),
+            plot.filter_depth_sections(
+                kernel, max_filters=st.depth_sections, max_inputs=st.depth_sections, title=path
+            ),
             "filters_depth_sections",
             alt=f"Depth sections of the filters of {path}",
-            caption=f"{path} {kernel.shape}: one filter per row, one input channel per column; "
-            "grey is zero, each row on one scale.",
+            caption=f"{path} {kernel.shape}: one filter per row, one input channel per column "
+            f"(the first {st.depth_sections} of each); grey is zero, each row on one scale"
+            f"{_within(st)}.",
         )
         path, kernel = deeper[-1]
         sec.image(
-            plot.filter_channel_average(kernel, max_filters=32, title=path),
+            plot.filter_channel_average(kernel, max_filters=st.filters, title=path),
             "filters_channel_average",
             alt=f"Channel averages of the filters of {path}",
-            caption=f"{path} {kernel.shape}: each filter averaged over its input channels, on "
-            "one signed scale (grey is zero).",
+            caption=f"{path} {kernel.shape}: the first {min(st.filters, kernel.shape[3])} "
+            "filters, each averaged over its input channels, on one signed scale (grey is zero)"
+            f"{_within(st)}.",
         )
-
-
-def _start(s: Subject, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Gray with faint seeded noise: units that are silent on flat gray still get a gradient."""
-    h, w = size or _input_hw(s)
-    jitter = np.random.default_rng(0).uniform(-0.1, 0.1, (h, w, s.inputs.shape[-1]))
-    return s.space.to_model((0.5 + jitter).astype(np.float32))
 
 
 def _pattern_canvas(s: Subject, path: str, scale: int) -> tuple[int, int]:
@@ -322,7 +349,7 @@ def _filter_patterns_cost(subjects: list[Subject], st: Settings, costs: CostsOf)
     def cost(k: dict) -> float:
         ch, cw = _pattern_canvas(s, path, k["pattern_scale"])
         rows = min(k["pattern_channels"], total) * k["pattern_steps"]
-        return c.compile(path, 2.5) + 1.15 * c.rows(rows, path, ch * cw / (h * w)) + _plots(1)
+        return c.compile(path, 2.5) + 1.15 * c.rows(rows, path, ch * cw / (h * w)) + _plots(0.5)
 
     def describe(k: dict) -> str:
         ch, cw = _pattern_canvas(s, path, k["pattern_scale"])
@@ -383,7 +410,7 @@ def _sec_filter_patterns(subjects: list[Subject], st: Settings, sec: Section) ->
         ),
     )
     grid = plot.image_grid(
-        s.space.to_display(patterns, clip=False), cols=8, margin=5, normalize="minmax"
+        s.space.to_display(patterns, clip=False), cols=min(8, count), margin=5, normalize="minmax"
     )
     done = (
         f"{steps} steps"
@@ -432,7 +459,7 @@ def _neuron_patterns_cost(subjects: list[Subject], st: Settings, costs: CostsOf)
 
     def cost(k: dict) -> float:
         rows = min(k["neurons"], total) * k["neuron_steps"]
-        return c.compile(path, 2.5) + c.rows(rows, path, area) + _plots(2)
+        return c.compile(path, 2.5) + c.rows(rows, path, area) + _plots(2, k["neurons"] + 1)
 
     return Knobs(
         {"neurons": st.neurons, "neuron_steps": st.neuron_steps},
@@ -456,15 +483,8 @@ def _sec_neuron_patterns(subjects: list[Subject], st: Settings, sec: Section) ->
     total = _pattern_channels(s, path)
     channels = list(range(min(st.neurons, total)))
     canvas = neuron_canvas(s.model, path)
-    full_start = _start(s)
-    if canvas.view is None:
-        model, unit, start = s.model, canvas.unit, full_start
-    else:
-        # Only the unit's field matters to it: the rest of the canvas is the start's noise.
-        t, left, b, r = canvas.full_box
-        model, unit = canvas.view, canvas.unit
-        start = paste(_start(s, canvas.size), full_start[t:b, left:r], canvas.box)
-    objectives = [kerasviz.neuron(canvas.path, c, unit) for c in channels]
+    model = s.model if canvas.view is None else canvas.view
+    objectives = [kerasviz.neuron(canvas.path, c, canvas.unit) for c in channels]
     _expect(st, st.neuron_steps)
     images, steps = run_optimization(
         st.work,
@@ -473,11 +493,10 @@ def _sec_neuron_patterns(subjects: list[Subject], st: Settings, sec: Section) ->
             model,
             objectives,
             steps=st.neuron_steps,
-            start=start,
-            parametrization="pixel",
+            start="noise",
+            parametrization="fourier",
             regularizers=(),
             transforms=(),
-            learning_rate=0.01,
             value_range=s.space.value_range,
             **kw,
         ),
@@ -494,11 +513,12 @@ def _sec_neuron_patterns(subjects: list[Subject], st: Settings, sec: Section) ->
     done = (
         f"{steps} steps"
         if steps == st.neuron_steps
-        else (f"{steps} of {st.neuron_steps} planned steps (stopped at the deadline)")
+        else f"{steps} of {st.neuron_steps} planned steps (stopped at the deadline)"
     )
     where = (
-        f", optimized on a {canvas.size[0]}x{canvas.size[1]} input that holds the field (the "
-        "unit computes the same function of those pixels there)"
+        f" The input optimized is {canvas.size[0]}x{canvas.size[1]} px, not "
+        f"{rf.input_size[0]}x{rf.input_size[1]}: it holds the whole field, and the unit computes "
+        "the same function of those pixels there."
         if canvas.view is not None
         else ""
     )
@@ -507,18 +527,19 @@ def _sec_neuron_patterns(subjects: list[Subject], st: Settings, sec: Section) ->
         "neuron_patterns",
         alt=f"Neuron patterns of {path} cropped to the receptive field",
         caption=f"{path}: unit {canvas.full_unit} of {len(channels)} of {total} channels, "
-        f"maximized from noisy gray with plain pixel steps ({done}{_within(st)}), cut to its "
-        f"exact receptive field {box} ({_spatial(rf.size)} px){where}; nothing outside it "
-        "changes.",
+        f"maximized from low-frequency noise in a decorrelated Fourier basis ({done}"
+        f"{_within(st)}), cut to its exact receptive field {box} ({_spatial(rf.size)} px); no "
+        f"pixel outside it reaches the unit.{where}",
     )
-    whole = paste(s.space.to_display(full_start, clip=False), crops[0], box)
+    whole = paste(np.full((*rf.input_size, crops.shape[-1]), 0.5, np.float32), crops[0], box)
     sec.image(
         plot.receptive_field_boxes(
             _rgb(plot.normalize(whole, "minmax")), [box], labels=[f"RF {_spatial(rf.size)}"]
         ),
         "neuron_pattern_full",
-        alt=f"The whole input optimized for channel 0 of {path}, with the receptive field box",
-        caption=f"The whole input for channel {channels[0]}, with the unit's receptive field.",
+        alt=f"The pattern of channel 0 of {path} in place in the input, with its field's box",
+        caption=f"The pattern of channel {channels[0]} in place: the unit's receptive field in "
+        "the whole input.",
     )
 
 
@@ -612,7 +633,7 @@ def _grad_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kno
         total = 0.0
         for s in subjects:
             c, n = costs(s), min(k["show"], len(s.inputs))
-            total += len(_CAMS) * (c.compile(s.cam_layer) + c.rows(n)) + _plots(1 + 0.2 * n)
+            total += len(_CAMS) * (c.compile(s.cam_layer) + c.rows(n)) + _plots(2, 5 * n + 1)
         return total
 
     return Knobs(
@@ -626,7 +647,7 @@ def _grad_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kno
 
 def _signed_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
     c = costs(subjects[0])
-    return Knobs({}, cost=lambda k: c.compile(subjects[0].cam_layer) + c.rows(2) + _plots(2))
+    return Knobs({}, cost=lambda k: c.compile(subjects[0].cam_layer) + c.rows(2) + _plots(2, 6))
 
 
 def _baseline(s: Subject, n: int) -> np.ndarray:
@@ -640,7 +661,7 @@ def _gradients_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kn
     def cost(k: dict) -> float:
         n = min(k["show"], len(s.inputs))
         rows = n * (1 + k["smooth_samples"] + k["ig_steps"] * (1 + k["ig_blur"]))
-        return 3 * c.compile() + c.rows(rows) + _plots(1 + 0.3 * n)
+        return 3 * c.compile() + c.rows(rows) + _plots(1, 5 * n)
 
     def describe(k: dict) -> str:
         n = min(k["show"], len(s.inputs))
@@ -715,7 +736,8 @@ def _inversion_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kn
     def cost(k: dict) -> float:
         layers = _inversion_layers(s, k["inversion_layers"])
         steps = k["inversion_steps"]
-        return sum(c.compile(p, 2.5) + 1.1 * c.rows(steps, p) for p in layers) + _plots(1)
+        total = sum(c.compile(p, 2.5) + 1.1 * c.rows(steps, p) for p in layers)
+        return total + _plots(1, len(layers) + 1)
 
     return Knobs(
         {"inversion_layers": st.inversion_layers, "inversion_steps": st.inversion_steps},
@@ -792,7 +814,7 @@ def _adversarial_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> 
 
     def cost(k: dict) -> float:
         n = min(k["show"], len(s.inputs))
-        return c.compile() + c.rows(n) + n * c.forward + _plots(1 + 0.2 * n)
+        return c.compile() + c.rows(n) + n * c.forward + _plots(1, 3 * n)
 
     return Knobs({"show": st.show}, [("show", 1)], cost, lambda k: _images(k, s), weight=0.25)
 
@@ -978,10 +1000,10 @@ class SectionSpec(NamedTuple):
 # section's intro) plus one line here; a section whose cost grows with its sizes adds a cost
 # function, so that the time budget can plan it.
 SECTIONS = (
-    SectionSpec("predictions", "Predictions", _sec_predictions),
-    SectionSpec("layers", "Layers and receptive fields", _sec_layers),
+    SectionSpec("predictions", "Predictions", _sec_predictions, _predictions_cost),
+    SectionSpec("layers", "Layers and receptive fields", _sec_layers, _layers_cost),
     SectionSpec("feature-maps", "Feature maps", _sec_feature_maps, _feature_maps_cost),
-    SectionSpec("filters", "Filter weights", _sec_filters),
+    SectionSpec("filters", "Filter weights", _sec_filters, _filters_cost),
     SectionSpec("filter-patterns", "Filter patterns", _sec_filter_patterns, _filter_patterns_cost),
     SectionSpec("neuron-patterns", "Neuron patterns", _sec_neuron_patterns, _neuron_patterns_cost),
     SectionSpec("grad-cam", "Grad-CAM and Grad-CAM++", _sec_grad_cam, _grad_cam_cost),

@@ -119,6 +119,8 @@ class Settings:
     show: int = 3  # images in per-image figures
     feature_channels: int = 32  # channels per feature-map grid
     max_feature_layers: int = 12  # conv layers shown (evenly spaced beyond that)
+    filters: int = 32  # filters per filter-weight figure
+    depth_sections: int = 8  # filters x input channels in the depth-section figure
     pattern_channels: int = 32
     pattern_steps: int = 96
     pattern_scale: int = 100  # filter-pattern canvas side, in percent of the input's
@@ -145,6 +147,8 @@ class Settings:
             show=2,
             feature_channels=8,
             max_feature_layers=4,
+            filters=8,
+            depth_sections=4,
             pattern_channels=8,
             pattern_steps=3,
             neurons=3,
