@@ -413,6 +413,40 @@ def test_nested_model_gives_the_same_relevance_as_flat():
     assert inner.shape == (2, 4, 4, 4)
 
 
+class LayerScale(keras.layers.Layer):
+    """Stands for ConvNeXt's unexported layer of that name (x * gamma per channel)."""
+
+    def build(self, shape):
+        self.gamma = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.gamma
+
+
+def test_hard_swish_ops_layer_norm_and_layer_scale():
+    # x * relu6(x + 3) / 6 (MobileNetV3's hard-swish, as keras.ops nodes): x is the signal,
+    # since the gate is computed from it. LayerNormalization holds its statistics constant
+    # and passes relevance; LayerScale (by name) is affine. With LRP-0 and no biases the
+    # input's relevance is then the logit.
+    keras.utils.set_random_seed(13)
+    inputs = keras.Input((6, 6, 2))
+    x = L.Conv2D(4, 3, use_bias=False)(inputs)
+    x = L.Multiply(name="hswish")([x, keras.ops.relu6(x + 3.0) * (1.0 / 6.0)])
+    x = L.LayerNormalization(name="ln")(x)
+    x = L.Dense(4, use_bias=False, activation="gelu")(x)
+    x = L.Add()([x, LayerScale(name="scale")(x)])
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, L.Dense(2, use_bias=False)(x))
+    model.get_layer("scale").gamma.assign(np.linspace(-0.5, 1.5, 4).astype("f4"))
+    x = np.random.default_rng(8).normal(size=(2, 6, 6, 2)).astype("f4")
+    r = kerasviz.lrp(model, x, [0, 1], composite="epsilon", epsilon=0.0)
+    np.testing.assert_allclose(r.reshape(2, -1).sum(1), logits_of(model, x, [0, 1]), rtol=1e-4)
+    ln, before = kerasviz.lrp(model, x, [0, 1], ["ln", "hswish"], composite="zplus")
+    np.testing.assert_array_equal(ln, before)
+    a, delta = kerasviz.deeplift(model, x, [0, 1], baseline="blur", return_delta=True)
+    np.testing.assert_allclose(delta, 0, atol=1e-5 * np.abs(a).sum())
+
+
 # ---------------------------------------------------------------------------------------------
 # Every layer kind: LRP-0 equals gradient x input on bias-free ReLU networks
 
@@ -555,21 +589,21 @@ def test_layer_without_rule_fails_before_any_work_and_the_table_extends():
     inputs = keras.Input((6, 6, 2))
     x = L.Conv2D(3, 3, activation="relu", name="conv")(inputs)
     x = Doubler(name="twice")(x)
-    x = L.LayerNormalization(name="norm")(x)
+    x = L.Softmax(name="norm")(x)  # a softmax inside the network has no rule
     x = L.Flatten()(x)
     model = keras.Model(inputs, L.Dense(2)(x))
     x = np.random.default_rng(7).normal(size=(1, 6, 6, 2)).astype("f4")
     before = TRACES["lrp_step"]
-    with pytest.raises(ValueError, match="'twice' of type Doubler.*'norm' of type LayerNorm") as e:
+    with pytest.raises(ValueError, match="'twice' of type Doubler.*'norm' of type Softmax") as e:
         kerasviz.lrp(model, x, 0)
     assert "kerasviz.attribution.lrp_rules.LAYER_KINDS" in str(e.value)
     assert TRACES["lrp_step"] == before
     lrp_rules.LAYER_KINDS[Doubler] = "affine"
-    lrp_rules.LAYER_KINDS[L.LayerNormalization] = "affine"
+    lrp_rules.LAYER_KINDS[L.Softmax] = "activation"
     try:
         r = kerasviz.lrp(model, x, 0, ["twice", "conv"])
     finally:
-        del lrp_rules.LAYER_KINDS[Doubler], lrp_rules.LAYER_KINDS[L.LayerNormalization]
+        del lrp_rules.LAYER_KINDS[Doubler], lrp_rules.LAYER_KINDS[L.Softmax]
     np.testing.assert_array_equal(r[0], r[1])  # an affine layer passes relevance unchanged
 
 

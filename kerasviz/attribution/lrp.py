@@ -159,16 +159,38 @@ def _out_tags(step: Step, layer: Any, tags: list[_Tags]) -> _Tags:
     return _Tags(near=near, nonneg=nonneg)  # multiply
 
 
-def _gates(tags: list[_Tags], shapes: list[tuple]) -> tuple[int, ...] | None:
-    """Which inputs of a Multiply gate the other: sigmoid outputs, else broadcast ones."""
+def _gates(tags: list[_Tags], shapes: list[tuple], ancestors: list[bool]):
+    """Which inputs of a Multiply gate the others: sigmoid outputs; else all but the one
+    the others are computed from (``x * g(x)``, as hard-swish and squeeze-excitation);
+    else the broadcast ones. None when the signal cannot be told apart."""
     gated = [k for k, t in enumerate(tags) if not t.gate]
     if len(gated) != 1:
+        gated = [k for k, a in enumerate(ancestors) if a]
+    if len(gated) != 1:
         sizes = [math.prod(d or 1 for d in s[1:]) for s in shapes]
-        biggest = [k for k, s in enumerate(sizes) if s == max(sizes)]
-        if len(biggest) != 1:
-            return None
-        gated = biggest
+        gated = [k for k, s in enumerate(sizes) if s == max(sizes)]
+    if len(gated) != 1:
+        return None
     return tuple(k for k in range(len(tags)) if k != gated[0])
+
+
+def _is_ancestor(source: int, of: list[int], producer: dict) -> bool:
+    """True when the value ``source`` (an id) is an input, direct or not, of all of ``of``."""
+    if not of:
+        return False
+    for start in of:
+        seen, stack, found = set(), [start], False
+        while stack and not found:
+            value = stack.pop()
+            step = producer.get(value)
+            if step is None or value in seen:
+                continue
+            seen.add(value)
+            found = source in step.inputs
+            stack.extend(step.inputs)
+        if not found:
+            return False
+    return True
 
 
 def _head_kind(layer: Any, kind: str | None) -> tuple[str | None, bool]:
@@ -255,7 +277,9 @@ def graph_plan(model: keras.Model, output_index: int, inputs_nonneg: bool) -> Gr
             inputs=tuple(id(t) for t in tensors),
         )
         if kind == "multiply":
-            step.gates = _gates(in_tags, [tuple(t.shape) for t in tensors])
+            ids = [id(t) for t in tensors]
+            ancestors = [_is_ancestor(i, [j for j in ids if j != i], producer) for i in ids]
+            step.gates = _gates(in_tags, [tuple(t.shape) for t in tensors], ancestors)
         steps[key] = step
         out_tags = _out_tags(step, layer, in_tags) if kind else _Tags()
         for out in keras.tree.flatten(outputs):

@@ -492,8 +492,21 @@ LAYER_KINDS: dict[type, str] = {
     keras.layers.Subtract: "sum",
     keras.layers.Average: "sum",
     keras.layers.Multiply: "multiply",
+    # Normalizations over a sample's own values, their statistics held constant: each output
+    # then depends on its own input only, as for an activation (Ali et al., 2022).
+    keras.layers.LayerNormalization: "activation",
+    keras.layers.GroupNormalization: "activation",
+    keras.layers.UnitNormalization: "activation",
 }
 LAYER_KINDS.update({t: "linear" for t in CONV_TYPES})
+
+#: Kinds of layers that keras.applications defines but Keras does not export, by class name
+#: (used when a type has no entry in :data:`LAYER_KINDS`).
+NAMED_KINDS: dict[str, str] = {
+    "CustomScaleLayer": "sum",  # InceptionResNetV2: x + scale * residual
+    "LayerScale": "affine",  # ConvNeXt: x * gamma per channel
+    "StochasticDepth": "move",  # ConvNeXt: the identity at inference
+}
 
 #: Kinds of operation nodes of a functional graph that are not layers (``keras.ops`` calls
 #: on symbolic tensors), by class name.
@@ -533,7 +546,9 @@ def layer_kind(layer: Any) -> str | None:
         if kind is not None:
             break
     else:
-        return None
+        kind = NAMED_KINDS.get(type(layer).__name__)
+        if kind is None:
+            return None
     if kind not in KINDS:
         raise ValueError(
             f"Expected kerasviz.attribution.lrp_rules.LAYER_KINDS to map {type(layer).__name__} "

@@ -112,9 +112,8 @@ def input_x_gradient(
 
 
 def _halves(t):
-    n = tf.shape(t)[0] // 2
-    t = tf.cast(t, tf.float32)
-    return t[:n], t[n:]
+    """The input rows and the baseline rows of a stacked tensor, as float32."""
+    return tf.split(tf.cast(t, tf.float32), 2, axis=0)
 
 
 def _rescale(fn, x):
@@ -223,6 +222,9 @@ def deeplift_graph(model: keras.Model, plan: GraphPlan, stacked: list):
         if kind == "max":
             return _max_rule(layer, args, kwargs)
         if kind == "multiply":
+            tensors, _ = split_tensors(args)
+            if len(tensors) == 1:  # scaling by a constant: linear
+                return layer(*args, **kwargs)
             return _product(layer, args, kwargs)
         return layer(*args, **kwargs)  # linear maps: BatchNorm, affine, moves, sums
 
@@ -237,9 +239,11 @@ def _deeplift_step(probe: Probe, rule: ScoreRule, inputs, indices, *baselines):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(stacked)
         logits = tf.cast(deeplift_graph(probe.model, plan, stacked), tf.float32)
+    # The predicted class (where asked for) is read on the inputs, in this same pass.
+    chosen = rule.choose(logits[:n], indices)
     with tf.GradientTape(watch_accessed_variables=False) as inner:
         inner.watch(logits)
-        scores = rule.scores(logits, tf.concat([indices, indices], 0))
+        scores = rule.scores(logits, tf.concat([chosen, chosen], 0))
         explained = scores[:n]
     seed = inner.gradient(explained, logits)
     grads = tape.gradient(logits, stacked, output_gradients=seed, unconnected_gradients="zero")
@@ -316,13 +320,12 @@ def deeplift(
     _check_graph(probe, "DeepLIFT")
     plan = probe.cached(probe_graph_plan, False)
     for step in plan.steps.values():
-        if step.kind == "multiply" and len(step.inputs) != 2:
+        if step.kind == "multiply" and len(step.inputs) > 2:
             raise ValueError(
                 "Expected every Multiply to have two inputs for DeepLIFT. Received: layer "
                 f"{step.path!r} with {len(step.inputs)}."
             )
     baselines = _baselines(baseline, batch, "baseline", seed, blur_sigma)
-    target = fix_predictions(probe, batch, target, batch_size)
     fn = probe.step(_deeplift_step, target.rule)
     attributions, fx, fb = run_chunked(
         fn, batch.arrays, batch_size, extra=[target.indices, *baselines]
