@@ -14,17 +14,19 @@ otherwise (a CAM kernel is the CAM's forward and backward pass with its weightin
 logits it computed, so the predictions cost no extra pass). Tests check every kernel against
 its public function.
 
-**Host fallback.** Score-CAM and occlusion have no kernel; they run the public function on the
-host batch of each worker (on its first device) with the targets the step resolved.
+**Host fallback.** The other methods (Score-CAM, occlusion, input x gradient, GradientSHAP,
+DeepLIFT, LRP) run the public function on each worker's host batch (on its first device), with
+the targets the step resolved.
 
 **One map per image.** Methods that return one value per channel ``(n, H, W, C)`` (saliency
-with ``reduce=None``, SmoothGrad, integrated gradients, guided backprop, Guided Grad-CAM) are
-reduced to ``(n, H, W)`` by the maximum of ``|value|`` over channels, the library's
+with ``reduce=None``, SmoothGrad, integrated gradients, guided backprop, Guided Grad-CAM, the
+other input attributions) are reduced to ``(n, H, W)`` by the maximum of ``|value|`` over channels, the library's
 ``reduce="abs_max"`` rule.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasviz import attribution
+import kerasviz.attribution as attribution
 from kerasviz._gaussian import gaussian_blur
 from kerasviz._probe import Probe, get_probe
 from kerasviz._targets import ScoreRule
@@ -41,22 +43,26 @@ from kerasviz.attribution import cams, gradients, guided
 from kerasviz.dataset_scale._store import jsonable
 from kerasviz.receptive_field import backproject_tf, receptive_field
 
-#: The public map methods ``methods`` may name.
+#: The public map methods ``methods`` may name (those this kerasviz version has).
+METHOD_NAMES = (
+    "cam",
+    "grad_cam",
+    "grad_cam_plus_plus",
+    "layer_cam",
+    "score_cam",
+    "saliency",
+    "smoothgrad",
+    "integrated_gradients",
+    "input_x_gradient",
+    "gradient_shap",
+    "deeplift",
+    "lrp",
+    "guided_backprop",
+    "guided_grad_cam",
+    "occlusion",
+)
 METHODS: dict[str, Callable] = {
-    name: getattr(attribution, name)
-    for name in (
-        "cam",
-        "grad_cam",
-        "grad_cam_plus_plus",
-        "layer_cam",
-        "score_cam",
-        "saliency",
-        "smoothgrad",
-        "integrated_gradients",
-        "guided_backprop",
-        "guided_grad_cam",
-        "occlusion",
-    )
+    name: getattr(attribution, name) for name in METHOD_NAMES if hasattr(attribution, name)
 }
 
 _CAM_WEIGHTS = {
@@ -147,9 +153,11 @@ def parse_methods(methods: Any) -> list[MethodSpec]:
                 f"or a pair (method name, keyword arguments). Received: {value!r}."
             )
         if method not in METHODS:
+            close = difflib.get_close_matches(str(method), list(METHODS), n=3)
+            hint = f" Closest: {', '.join(close)}." if close else ""
             raise ValueError(
                 f"Expected `methods[{name!r}]` to name one of the map methods: {valid}. "
-                f"Received: {method!r}."
+                f"Received: {method!r}.{hint}"
             )
         if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
             raise ValueError(

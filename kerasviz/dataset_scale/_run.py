@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasviz import metrics as metrics_module
+import kerasviz.metrics as metrics_module
 from kerasviz._checks import choice, positive_int
 from kerasviz._graph import model_inputs
 from kerasviz._targets import ARGMAX, resolve_targets
@@ -285,6 +285,8 @@ def _to_host(strategy, value, local: int) -> dict:
     parts = strategy.experimental_local_results(value)
     if len(parts) != local:
         raise RuntimeError(f"expected {local} local replica results, got {len(parts)}")
+    if len(parts) == 1:
+        return keras.tree.map_structure(np.asarray, parts[0])
     return keras.tree.map_structure(
         lambda *xs: np.concatenate([np.asarray(x) for x in xs], axis=0), *parts
     )
@@ -666,6 +668,8 @@ def _loop(
             real = host["index"] >= 0
             if not real.any():
                 continue
+            if real.all():
+                real = slice(None)  # views, not copies
             index = host["index"][real]
             chunk = int(index[0] // batch_size)
             if not (index // batch_size == chunk).all() or len(index) != min(
@@ -704,8 +708,9 @@ def _loop(
                         maps[ok] = methods_module.host_maps(
                             spec, model, images[ok], targets[ok], output
                         )
-                maps = np.where(ok.reshape(-1, *[1] * len(spec.shape)), maps, np.nan)
-                values[f"maps/{spec.name}"] = maps.astype(np.float32)
+                if not ok.all():
+                    maps = np.where(ok.reshape(-1, *[1] * len(spec.shape)), maps, np.nan)
+                values[f"maps/{spec.name}"] = maps.astype(np.float32, copy=False)
                 for name, kwargs in model_metrics.items():
                     scores = np.full(len(index), np.nan, np.float32)
                     if ok.any():

@@ -91,7 +91,8 @@ class Source:
         if padding:
             blank = self.blank()
             data = data.concatenate(tf.data.Dataset.range(padding).map(lambda _: blank))
-        return data.batch(per_replica, drop_remainder=True).prefetch(PREFETCH)
+        data = data.batch(per_replica, drop_remainder=True)
+        return data.with_options(_options()).prefetch(PREFETCH)
 
 
 # ----------------------------------------------------------------------------- tf.data
@@ -160,8 +161,8 @@ class DatasetSource(Source):
                     f"Expected masks of shape ({h}, {w}) or ({h}, {w}, 1). Received: "
                     f"{_describe(mask_spec)}."
                 )
-        self._data = data.map(self._normalize, num_parallel_calls=tf.data.AUTOTUNE)
-        cardinality = int(self._data.cardinality())
+        self._data = data
+        cardinality = int(data.cardinality())
         if cardinality == tf.data.INFINITE_CARDINALITY:
             raise ValueError(
                 "Expected `data` to be finite. Received: an infinite dataset (remove `repeat()` "
@@ -170,7 +171,7 @@ class DatasetSource(Source):
         if cardinality == tf.data.UNKNOWN_CARDINALITY:
             # One pass to count: the store's arrays are sized before any work. Apply
             # `tf.data.experimental.assert_cardinality(n)` to the dataset to skip it.
-            cardinality = int(self._data.reduce(np.int64(0), lambda count, _: count + 1))
+            cardinality = int(data.batch(256).reduce(np.int64(0), _count_batch))
         if cardinality == 0:
             raise ValueError("Expected `data` to hold at least one image. Received: none.")
         self.n = cardinality
@@ -195,36 +196,79 @@ class DatasetSource(Source):
             )
         return tf.data.Dataset.from_tensor_slices(array)
 
-    def _normalize(self, *args):
+    def _normalize(self, first, rows: int, *args) -> dict:
+        """A batch of user elements as a padded dict batch of exactly ``rows`` rows."""
+        if len(args) == 1 and isinstance(args[0], tuple):
+            args = args[0]  # enumerate() gives (k, element): the element arrives packed
         if self._separate_masks:
             element, mask = args
             image, label, _ = _parts(element)
         else:
             image, label, mask = _parts(args if len(args) > 1 else args[0])
-        out = {"image": tf.cast(image, tf.float32), "ok": tf.constant(True)}
+        n = tf.shape(image)[0]
+        pad = rows - n
+        h, w, c = self.image_shape
+
+        def padded(value, fill):
+            spec = [[0, pad]] + [[0, 0]] * (value.shape.rank - 1)
+            return tf.pad(value, spec, constant_values=fill)
+
+        index = tf.range(first, first + tf.cast(n, tf.int64))
+        out = {
+            "index": tf.ensure_shape(padded(index, -1), (rows,)),
+            "image": tf.ensure_shape(padded(tf.cast(image, tf.float32), 0.0), (rows, h, w, c)),
+            "ok": tf.ensure_shape(padded(tf.ones([n], tf.bool), False), (rows,)),
+        }
         if self.labels:
             label = tf.convert_to_tensor(label)
-            if label.shape.rank == 1 and label.shape[0] != 1:
-                label = tf.argmax(label, output_type=tf.int32)
-            out["label"] = tf.cast(tf.reshape(label, []), tf.int32)
+            if label.shape.rank == 2 and label.shape[-1] != 1:
+                label = tf.argmax(label, axis=-1, output_type=tf.int32)
+            label = tf.reshape(tf.cast(label, tf.int32), [-1])
+            out["label"] = tf.ensure_shape(padded(label, -1), (rows,))
         if self.masks:
             mask = tf.convert_to_tensor(mask)
-            if mask.shape.rank == 3:
+            if mask.shape.rank == 4:
                 mask = mask[..., 0]
-            out["mask"] = tf.cast(mask, tf.bool)
+            out["mask"] = tf.ensure_shape(padded(tf.cast(mask, tf.bool), False), (rows, h, w))
         return out
 
     def settings(self) -> dict:
         return {"kind": "dataset", "element_spec": self.element_spec, "n": self.n}
 
-    def rows(self, batch_size: int, chunks: list[int], total_chunks: int) -> tf.data.Dataset:
-        data = self._data.enumerate().map(lambda i, e: {"index": i, **e})
+    def pipeline(
+        self, chunks: list[int], steps: int, batch_size: int, per_replica: int
+    ) -> tf.data.Dataset:
+        """Batch-level: the user's elements are batched per replica first, so every later
+        operation (filtering chunks, casting, padding) runs once per batch, not per image.
+        Per-replica batches never straddle chunks, since ``per_replica`` divides a chunk."""
+        per_chunk = batch_size // per_replica
+        data = self._data.batch(per_replica).enumerate()
+        total_chunks = -(-self.n // batch_size)
         if list(chunks) != list(range(total_chunks)):
             keep = np.zeros(total_chunks, bool)
             keep[np.asarray(chunks, int)] = True
             table = tf.constant(keep)
-            data = data.filter(lambda e: tf.gather(table, e["index"] // batch_size))
-        return data
+            data = data.filter(lambda k, *_: tf.gather(table, k // per_chunk))
+        data = data.map(lambda k, *e: self._normalize(k * per_replica, per_replica, *e))
+        batches = sum(-(-min(batch_size, self.n - c * batch_size) // per_replica) for c in chunks)
+        blanks = steps * per_chunk - batches
+        if blanks:
+            blank = tf.data.Dataset.from_tensors(self.blank()).repeat(per_replica)
+            blank = blank.batch(per_replica).repeat(blanks)
+            data = data.concatenate(blank)
+        return data.with_options(_options()).prefetch(PREFETCH)
+
+
+def _count_batch(count, *element):
+    image, _, _ = _parts(element if len(element) > 1 else element[0])
+    return count + tf.cast(tf.shape(image)[0], tf.int64)
+
+
+def _options() -> tf.data.Options:
+    """Fixed buffers, no autotuning: the pipeline's memory is bounded and known."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def _label_ok(spec: Any) -> bool:

@@ -152,7 +152,7 @@ def localization_table(
             v = summary[name][metric]
             cells.append(f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]")
         lines.append("| " + " | ".join(cells) + " |")
-    seconds = np.asarray(explanations["progress/seconds"][:], dtype=np.float64)
+    seconds = explanations.progress()["seconds"]
     done = int(explanations.complete.sum())
     per_image = np.nansum(seconds) / done if done else float("nan")
     lines.append("")
