@@ -13,10 +13,19 @@ gradient CAM is one such function, passed as ``cam(..., weighting=my_weights)``:
 - :func:`grad_cam_weights`: the spatial mean of the gradients (Selvaraju et al., 2017).
 - :func:`grad_cam_plus_plus_weights`: Grad-CAM++'s closed form (Chattopadhay et al., 2018).
 - :func:`layer_cam_weights`: elementwise ``relu(gradient)`` (Jiang et al., 2021).
+- :func:`hires_cam_weights`: elementwise gradients (Draelos and Carin, 2020).
+- :func:`xgrad_cam_weights`: gradients averaged with the activations as weights (Fu et al.,
+  2020).
 
-Score-CAM (:func:`score_cam`) weights channels by forward passes instead of gradients, so it
-has its own weighting step (batched masked passes), and shares the layer checks, the weighted
-sum and the projection with the gradient CAMs.
+Score-CAM (:func:`score_cam`) and Ablation-CAM (:func:`ablation_cam`) weight channels by
+forward passes instead of gradients, so each has its own weighting step (batched masked or
+ablated passes); Eigen-CAM (:func:`eigen_cam`) needs no score at all. They share the layer
+checks, the combination and the projection with the gradient CAMs.
+
+**Smoothing.** Every CAM takes ``smooth``: None; ``"eigen"``, the weighted sum replaced by
+the first principal component of ``weights * activations`` (:func:`principal_map`); or
+``"augment"``, the mean over test-time horizontal flips and intensity factors
+(:data:`AUGMENT_FACTORS`), each map flipped back onto the original pixels (:func:`augmented`).
 
 **Projection.** ``upsample="receptive_field"`` (default) gives each input pixel the mean of the
 map values whose receptive fields cover it (:func:`kerasviz.receptive_field.backproject`);
@@ -34,10 +43,11 @@ import numpy as np
 import tensorflow as tf
 
 from kerasviz._checks import boolean, choice, integer
-from kerasviz._engine import expanded_rows, rows_per_pass, run_rows, setup
+from kerasviz._engine import expanded_rows, fix_predictions, rows_per_pass, run_rows, setup
+from kerasviz._graph import run_graph
 from kerasviz._inputs import Batch, run_chunked
 from kerasviz._layers import LayerSpec, default_cam_layer, require_spatial, resolve_layer
-from kerasviz._probe import Probe, get_probe
+from kerasviz._probe import Probe, get_probe, pre_activation
 from kerasviz._targets import ScoreRule, Targets
 from kerasviz.receptive_field import (
     ReceptiveField,
@@ -48,6 +58,11 @@ from kerasviz.receptive_field import (
 
 Weighting = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 _UPSAMPLE = ("receptive_field", "bilinear", None)
+_SMOOTH = (None, "augment", "eigen")
+
+#: Intensity factors of ``smooth="augment"``, each with and without a horizontal flip: the
+#: test-time augmentations of pytorch-grad-cam's ``aug_smooth``.
+AUGMENT_FACTORS = (0.9, 1.0, 1.1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,12 +107,60 @@ def layer_cam_weights(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor
     return tf.nn.relu(gradients)
 
 
+def hires_cam_weights(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+    """HiResCAM: elementwise weights, the gradients themselves, ``(n, h, w, c)``.
+
+    The map is ``sum_c gradient * activation`` at every position: unlike Grad-CAM's spatial
+    average, it is faithful to what the layers after a Flatten-Dense head actually use.
+    """
+    return gradients
+
+
+def xgrad_cam_weights(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+    """XGrad-CAM: ``sum_ij A_ij g_ij / sum_ij A_ij`` per channel, ``(n, c)``.
+
+    The gradients averaged with the normalized activations as weights; 0 for a channel whose
+    activations sum to 0.
+    """
+    axes = _spatial_axes(gradients)
+    return _safe_divide(
+        tf.reduce_sum(activations * gradients, axis=axes), tf.reduce_sum(activations, axis=axes)
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The core
 
 
-def combine(activations: tf.Tensor, weights: tf.Tensor, relu: bool) -> tf.Tensor:
-    """``sum_c weights * activations`` (``(n, h, w)``), rectified when ``relu``."""
+def principal_map(values: tf.Tensor) -> tf.Tensor:
+    """The first principal component of ``(n, *spatial, c)`` values, ``(n, *spatial)``.
+
+    Per image, the positions are the samples and the channels the variables: the values are
+    centred over the positions and projected onto their first right singular vector (batched
+    SVD on the device, in float64). Its sign is chosen so that the projection correlates
+    positively with the channel sum, the map it replaces (equivalently, the vector's entries
+    sum to >= 0).
+
+    Reference: Muhammad and Yeasin, "Eigen-CAM: Class Activation Map using Principal
+    Components" (2020).
+    """
+    shape = tf.shape(values)
+    flat = tf.cast(tf.reshape(values, [shape[0], -1, shape[-1]]), tf.float64)
+    centred = flat - tf.reduce_mean(flat, axis=1, keepdims=True)
+    _, _, v = tf.linalg.svd(centred)
+    first = v[..., 0]  # (n, c)
+    flip = tf.reduce_sum(first, axis=-1, keepdims=True) < 0
+    first = tf.where(flip, -first, first)
+    maps = tf.cast(tf.reshape(tf.einsum("npc,nc->np", centred, first), shape[:-1]), tf.float32)
+    maps.set_shape(values.shape[:-1])
+    return maps
+
+
+def combine(
+    activations: tf.Tensor, weights: tf.Tensor, relu: bool, eigen: bool = False
+) -> tf.Tensor:
+    """``sum_c weights * activations`` (``(n, h, w)``), rectified when ``relu``; with
+    ``eigen``, the first principal component of ``weights * activations`` instead."""
     if weights.shape.rank == 2:
         rank = activations.shape.rank
         weights = tf.reshape(weights, [tf.shape(weights)[0]] + [1] * (rank - 2) + [-1])
@@ -107,12 +170,68 @@ def combine(activations: tf.Tensor, weights: tf.Tensor, relu: bool) -> tf.Tensor
             f"shaped like the activations {tuple(activations.shape)}. Received: a tensor of "
             f"shape {tuple(weights.shape)}."
         )
-    maps = tf.reduce_sum(activations * weights, axis=-1)
+    weighted = activations * weights
+    maps = principal_map(weighted) if eigen else tf.reduce_sum(weighted, axis=-1)
     return tf.nn.relu(maps) if relu else maps
 
 
 def check_upsample(upsample: Any) -> None:
     choice(upsample, _UPSAMPLE, "upsample")
+
+
+def check_smooth(smooth: Any) -> str | None:
+    return choice(smooth, _SMOOTH, "smooth")
+
+
+def augmented(
+    compute: Callable[[Any, Targets], Any],
+    model: keras.Model,
+    inputs: Any,
+    targets: Targets,
+    *,
+    output: int | str | None,
+    batch_size: int | None,
+    upsample: str | None,
+) -> Any:
+    """``smooth="augment"``: the mean of a CAM over test-time augmentations, mapped back.
+
+    Every image (every input with spatial axes) is multiplied by each of
+    :data:`AUGMENT_FACTORS`, with and without a horizontal flip (its last spatial axis);
+    ``compute(augmented_inputs, targets)`` maps all copies in one call, each map of a flipped
+    copy is flipped back (an exact pixel correspondence; intensity factors move no pixel),
+    and the maps are averaged. The predicted class is read on the original images and held
+    for every copy.
+    """
+    if upsample is None:
+        raise ValueError(
+            "Expected `upsample` to be 'receptive_field' or 'bilinear' with smooth='augment', "
+            "which maps every augmented map back onto the input's pixels. Received: "
+            "upsample=None."
+        )
+    batch, probe, target = setup(model, inputs, targets, output=output)
+    variants = [(flip, factor) for flip in (False, True) for factor in AUGMENT_FACTORS]
+    if target.rule.fn is None:
+        target = fix_predictions(probe, batch, target, batch_size)
+        targets = np.tile(target.indices, len(variants))
+    arrays = []
+    for x in batch.arrays:
+        if x.ndim < 3:  # no spatial axes (tabular features): the same for every copy
+            arrays.append(np.tile(x, (len(variants),) + (1,) * (x.ndim - 1)))
+            continue
+        copies = [(np.flip(x, axis=-2) if flip else x) * factor for flip, factor in variants]
+        arrays.append(np.concatenate(copies).astype(np.float32))
+    result = compute(arrays if len(arrays) > 1 else arrays[0], targets)
+
+    def back(maps: np.ndarray) -> np.ndarray:
+        maps = maps.reshape(len(variants), batch.n, *maps.shape[1:])
+        maps = [
+            np.flip(m, axis=-1) if flip else m for m, (flip, _) in zip(maps, variants, strict=True)
+        ]
+        return np.mean(maps, axis=0, dtype=np.float64).astype(np.float32)
+
+    if isinstance(result, dict):
+        return batch.squeeze({k: back(v) for k, v in result.items()})
+    return batch.squeeze(back(result))
 
 
 def cam_layers(model: keras.Model, layer: Any) -> tuple[list[str], bool]:
@@ -211,6 +330,7 @@ def _cam(
     rule: ScoreRule,
     weighting: Weighting,
     relu: bool,
+    eigen: bool,
     fields: tuple,
     inputs,
     indices,
@@ -225,7 +345,7 @@ def _cam(
     maps = []
     for a, g, rf in zip(activations, gradients, fields, strict=True):
         a, g = tf.cast(a, tf.float32), tf.cast(g, tf.float32)
-        m = combine(a, weighting(a, g), relu)
+        m = combine(a, weighting(a, g), relu, eigen)
         maps.append(backproject_tf(m, rf) if rf is not None else m)
     return maps
 
@@ -240,6 +360,7 @@ def cam(
     batch_size: int | None = None,
     upsample: str | None = "receptive_field",
     relu: bool = True,
+    smooth: str | None = None,
     output: int | str | None = None,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """A gradient class activation map with any weighting; the core of the Grad-CAM family.
@@ -255,6 +376,10 @@ def cam(
         batch_size: rows per forward pass; None for all images at once.
         upsample: ``"receptive_field"`` (exact back-projection), ``"bilinear"`` or None.
         relu: rectify the map (standard); False keeps the negative evidence (signed maps).
+        smooth: None; ``"eigen"`` for the first principal component of ``weights *
+            activations`` in place of their sum (:func:`principal_map`); ``"augment"`` for
+            the mean over horizontal flips and intensity factors, each map flipped back
+            (:func:`augmented`; needs ``upsample``).
         output: which model output to explain, for models with several.
 
     Returns:
@@ -269,14 +394,35 @@ def cam(
     """
     check_upsample(upsample)
     relu = boolean(relu, "relu")
+    smooth = check_smooth(smooth)
     if not callable(weighting):
         raise ValueError(f"Expected `weighting` to be a function. Received: {weighting!r}.")
+    if smooth == "augment":
+        return augmented(
+            lambda x, t: cam(
+                model,
+                x,
+                t,
+                layer,
+                weighting=weighting,
+                batch_size=batch_size,
+                upsample=upsample,
+                relu=relu,
+                output=output,
+            ),
+            model,
+            inputs,
+            targets,
+            output=output,
+            batch_size=batch_size,
+            upsample=upsample,
+        )
     paths, many = cam_layers(model, layer)
     batch, probe, target = setup(model, inputs, targets, layers=paths, output=output)
     fields = tuple(
         _field(model, p, batch) if upsample == "receptive_field" else None for p in paths
     )
-    fn = probe.step(_cam, target.rule, weighting, relu, fields)
+    fn = probe.step(_cam, target.rule, weighting, relu, smooth == "eigen", fields)
     maps = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
     if upsample == "bilinear":
         maps = [resize_linear(m, _linear_target(batch, m.ndim - 1)[1]) for m in maps]
@@ -293,6 +439,7 @@ def grad_cam(
     batch_size: int | None = None,
     upsample: str | None = "receptive_field",
     relu: bool = True,
+    smooth: str | None = None,
     output: int | str | None = None,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Grad-CAM: :func:`cam` with :func:`grad_cam_weights`.
@@ -309,6 +456,7 @@ def grad_cam(
         batch_size=batch_size,
         upsample=upsample,
         relu=relu,
+        smooth=smooth,
         output=output,
     )
 
@@ -322,6 +470,7 @@ def grad_cam_plus_plus(
     batch_size: int | None = None,
     upsample: str | None = "receptive_field",
     relu: bool = True,
+    smooth: str | None = None,
     output: int | str | None = None,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Grad-CAM++: :func:`cam` with :func:`grad_cam_plus_plus_weights`.
@@ -340,6 +489,7 @@ def grad_cam_plus_plus(
         batch_size=batch_size,
         upsample=upsample,
         relu=relu,
+        smooth=smooth,
         output=output,
     )
 
@@ -353,6 +503,7 @@ def layer_cam(
     batch_size: int | None = None,
     upsample: str | None = "receptive_field",
     relu: bool = True,
+    smooth: str | None = None,
     output: int | str | None = None,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Layer-CAM: :func:`cam` with :func:`layer_cam_weights`; suited to shallow layers too.
@@ -371,6 +522,7 @@ def layer_cam(
         batch_size=batch_size,
         upsample=upsample,
         relu=relu,
+        smooth=smooth,
         output=output,
     )
 
@@ -421,6 +573,7 @@ def score_cam(
     max_channels: int | None = None,
     upsample: str | None = "receptive_field",
     relu: bool = True,
+    smooth: str | None = None,
     output: int | str | None = None,
 ) -> np.ndarray:
     """Score-CAM: channels weighted by the class score of the image masked by each channel.
@@ -449,8 +602,29 @@ def score_cam(
     """
     check_upsample(upsample)
     relu = boolean(relu, "relu")
+    smooth = check_smooth(smooth)
     if isinstance(layer, list | tuple):
         raise ValueError(f"Expected `layer` to name one layer for Score-CAM. Received: {layer!r}.")
+    if smooth == "augment":
+        return augmented(
+            lambda x, t: score_cam(
+                model,
+                x,
+                t,
+                layer,
+                batch_size=batch_size,
+                max_channels=max_channels,
+                upsample=upsample,
+                relu=relu,
+                output=output,
+            ),
+            model,
+            inputs,
+            targets,
+            output=output,
+            batch_size=batch_size,
+            upsample=upsample,
+        )
     (path,), _ = cam_layers(model, layer)
     batch, probe, target = setup(model, inputs, targets, layers=[path], output=output)
     fn = probe.step(_score_cam_activations, target.rule)
@@ -488,5 +662,333 @@ def score_cam(
     xs = [tf.constant(a) for a in batch.arrays]
     weights = run_rows(step, total, rows, xs, tf.constant(maps), resize, tf.constant(indices))
     weights = tf.reshape(weights, [n, channels])
-    result = combine(tf.constant(activations), weights, relu).numpy()
+    result = combine(tf.constant(activations), weights, relu, smooth == "eigen").numpy()
     return batch.squeeze(project_host(result, rf, upsample, size))
+
+
+# ---------------------------------------------------------------------------------------------
+# HiResCAM and XGrad-CAM: gradient weightings
+
+
+def hires_cam(
+    model: keras.Model,
+    inputs: Any,
+    targets: Targets = None,
+    layer: LayerSpec | Sequence[LayerSpec] | None = None,
+    *,
+    batch_size: int | None = None,
+    upsample: str | None = "receptive_field",
+    relu: bool = True,
+    smooth: str | None = None,
+    output: int | str | None = None,
+) -> np.ndarray | dict[str, np.ndarray]:
+    """HiResCAM: :func:`cam` with :func:`hires_cam_weights`, ``sum_c gradient * activation``.
+
+    Reference: Draelos and Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations
+    of convolutional neural networks" (2020).
+
+    Example:
+        >>> heat = kerasviz.hires_cam(model, images, targets=3)  # (n, H, W)
+    """
+    return cam(
+        model,
+        inputs,
+        targets,
+        layer,
+        weighting=hires_cam_weights,
+        batch_size=batch_size,
+        upsample=upsample,
+        relu=relu,
+        smooth=smooth,
+        output=output,
+    )
+
+
+def xgrad_cam(
+    model: keras.Model,
+    inputs: Any,
+    targets: Targets = None,
+    layer: LayerSpec | Sequence[LayerSpec] | None = None,
+    *,
+    batch_size: int | None = None,
+    upsample: str | None = "receptive_field",
+    relu: bool = True,
+    smooth: str | None = None,
+    output: int | str | None = None,
+) -> np.ndarray | dict[str, np.ndarray]:
+    """XGrad-CAM: :func:`cam` with :func:`xgrad_cam_weights`.
+
+    Reference: Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and
+    Explanation of CNNs" (2020).
+
+    Example:
+        >>> heat = kerasviz.xgrad_cam(model, images)
+    """
+    return cam(
+        model,
+        inputs,
+        targets,
+        layer,
+        weighting=xgrad_cam_weights,
+        batch_size=batch_size,
+        upsample=upsample,
+        relu=relu,
+        smooth=smooth,
+        output=output,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Eigen-CAM
+
+
+def _eigen_cam(probe: Probe, relu: bool, fields: tuple, inputs):
+    activations, _ = probe(inputs)
+    maps = []
+    for a, rf in zip(activations, fields, strict=True):
+        m = principal_map(a)
+        m = tf.nn.relu(m) if relu else m
+        maps.append(backproject_tf(m, rf) if rf is not None else m)
+    return maps
+
+
+def eigen_cam(
+    model: keras.Model,
+    inputs: Any,
+    targets: Targets = None,
+    layer: LayerSpec | Sequence[LayerSpec] | None = None,
+    *,
+    batch_size: int | None = None,
+    upsample: str | None = "receptive_field",
+    relu: bool = True,
+    smooth: str | None = None,
+    output: int | str | None = None,
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Eigen-CAM: the first principal component of the layer's activations.
+
+    Per image, the activations ``(h * w, c)`` are centred over the positions and projected
+    onto their first principal axis (:func:`principal_map`, batched SVD on the device), with
+    the sign that agrees with the activations (a positive correlation with their channel
+    sum). No gradient and no score: the map is the same for every class, and ``targets`` only
+    matters with ``smooth="augment"`` (it is checked either way). ``smooth="eigen"`` changes
+    nothing here (all weights are 1).
+
+    Args:
+        Others: as in :func:`cam`.
+
+    Returns:
+        float32 maps ``(n, H, W)`` (``(n, h, w)`` with ``upsample=None``); a dict
+        ``{layer_path: maps}`` when ``layer`` is a list.
+
+    Reference: Muhammad and Yeasin, "Eigen-CAM: Class Activation Map using Principal
+    Components" (2020).
+
+    Example:
+        >>> heat = kerasviz.eigen_cam(model, images, layer="conv4")
+    """
+    check_upsample(upsample)
+    relu = boolean(relu, "relu")
+    smooth = check_smooth(smooth)
+    if smooth == "augment":
+        return augmented(
+            lambda x, t: eigen_cam(
+                model,
+                x,
+                t,
+                layer,
+                batch_size=batch_size,
+                upsample=upsample,
+                relu=relu,
+                output=output,
+            ),
+            model,
+            inputs,
+            targets,
+            output=output,
+            batch_size=batch_size,
+            upsample=upsample,
+        )
+    paths, many = cam_layers(model, layer)
+    batch, probe, _ = setup(model, inputs, targets, layers=paths, output=output)
+    fields = tuple(
+        _field(model, p, batch) if upsample == "receptive_field" else None for p in paths
+    )
+    fn = probe.step(_eigen_cam, relu, fields)
+    maps = run_chunked(fn, batch.arrays, batch_size)
+    if upsample == "bilinear":
+        maps = [resize_linear(m, _linear_target(batch, m.ndim - 1)[1]) for m in maps]
+    result = dict(zip(probe.paths, maps, strict=True)) if many else maps[0]
+    return batch.squeeze(result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablation-CAM
+
+
+def ablated_logits(probe: Probe, path: str, inputs: list, local, keep) -> tf.Tensor:
+    """The logits with layer ``path``'s output multiplied per row by ``keep`` ``(rows, c)``.
+
+    Runs inside compiled code. The model's graph is run on ``inputs`` (one row per image)
+    with :func:`~kerasviz._graph.run_graph`: every layer that does not depend on the layer's
+    output runs once per image; the layer's output is expanded to one row per ablation
+    (``tf.gather(output, local) * keep``) and only the layers that depend on it run on the
+    expanded rows, any other tensor they read (a skip connection) gathered by ``local`` too.
+    The head's softmax or sigmoid is bypassed as in the probe.
+    """
+    model = probe.model
+    _, cut = resolve_layer(model, path)
+    expanded: dict[int, Any] = {}
+
+    def grow(value):
+        if isinstance(value, tf.Tensor) and id(value) not in expanded and value.shape.rank:
+            return tf.gather(value, local)
+        return value
+
+    def run(layer, where, args, kwargs):
+        if where == probe.bypassed:
+            return pre_activation(layer, args[0])
+        return layer(*args, **kwargs)
+
+    def call(layer, where, args, kwargs):
+        if layer is cut:
+            out = layer(*args, **kwargs)
+            shape = [-1] + [1] * (out.shape.rank - 2) + [keep.shape[-1]]
+            out = tf.gather(out, local) * tf.cast(tf.reshape(keep, shape), out.dtype)
+        elif any(id(t) in expanded for t in keras.tree.flatten((args, kwargs))):
+            args, kwargs = keras.tree.map_structure(grow, (args, kwargs))
+            out = run(layer, where, args, kwargs)
+        else:
+            return run(layer, where, args, kwargs)
+        for t in keras.tree.flatten(out):
+            expanded[id(t)] = t
+        return out
+
+    logits = run_graph(model, inputs, call)[probe.output_index]
+    if id(logits) not in expanded:  # an output that does not depend on the layer
+        logits = tf.gather(logits, local)
+    return tf.cast(logits, tf.float32)
+
+
+def _ablation_cam(
+    probe: Probe,
+    rule: ScoreRule,
+    path: str,
+    depth: int,
+    per_image: int,
+    inputs,
+    keep,
+    indices,
+    start,
+    stop,
+):
+    rows, which, local, count = expanded_rows(start, stop, per_image)
+    first = start // per_image
+    touched = [tf.gather(x, first + tf.range(count)) for x in inputs]
+    # Row 0 of an image is not ablated; row j > 0 zeroes its kept channel j - 1.
+    j = rows % per_image
+    channel = tf.gather_nd(keep, tf.stack([which, tf.maximum(j - 1, 0)], axis=1))
+    off = tf.one_hot(channel, depth) * tf.cast(j > 0, tf.float32)[:, None]
+    logits = ablated_logits(probe, path, touched, local, 1.0 - off)
+    return rule.scores(logits, tf.gather(indices, which))
+
+
+def ablation_cam(
+    model: keras.Model,
+    inputs: Any,
+    targets: Targets = None,
+    layer: LayerSpec | None = None,
+    *,
+    batch_size: int | None = None,
+    max_channels: int | None = None,
+    upsample: str | None = "receptive_field",
+    relu: bool = True,
+    smooth: str | None = None,
+    output: int | str | None = None,
+) -> np.ndarray:
+    """Ablation-CAM: each channel weighted by the drop of the target logit when it is zeroed.
+
+    ``w_k = y - y_k``, with ``y`` the target's logit and ``y_k`` the logit with channel ``k``
+    of the layer set to 0. (The paper divides by ``y``; that only rescales an image's raw
+    map, and would flip it for a negative logit, so it is left out.) The ablations are
+    batched like Score-CAM's masked passes, and cheaper: only the part of the model after the
+    layer runs once per ablation (:func:`ablated_logits`); the part before it runs once per
+    image. The ``n * (channels + 1)`` rows (one unablated row per image) run in chunks of
+    ``batch_size`` rows (None: ``max(n, 32)``).
+
+    Args:
+        max_channels: ablate only this many channels per image, those with the largest mean
+            absolute activation (a channel that is almost 0 everywhere changes little when
+            zeroed); the others weigh 0. None for all.
+        Others: as in :func:`cam`.
+
+    Returns:
+        float32 maps ``(n, H, W)``, or ``(n, h, w)`` with ``upsample=None``.
+
+    Reference: Desai and Ramaswamy, "Ablation-CAM: Visual Explanations for Deep Convolutional
+    Network via Gradient-free Localization" (2020).
+
+    Example:
+        >>> heat = kerasviz.ablation_cam(model, images, max_channels=64, batch_size=256)
+    """
+    check_upsample(upsample)
+    relu = boolean(relu, "relu")
+    smooth = check_smooth(smooth)
+    if isinstance(layer, list | tuple):
+        raise ValueError(
+            f"Expected `layer` to name one layer for Ablation-CAM. Received: {layer!r}."
+        )
+    if smooth == "augment":
+        return augmented(
+            lambda x, t: ablation_cam(
+                model,
+                x,
+                t,
+                layer,
+                batch_size=batch_size,
+                max_channels=max_channels,
+                upsample=upsample,
+                relu=relu,
+                output=output,
+            ),
+            model,
+            inputs,
+            targets,
+            output=output,
+            batch_size=batch_size,
+            upsample=upsample,
+        )
+    (path,), _ = cam_layers(model, layer)
+    batch, probe, target = setup(model, inputs, targets, layers=[path], output=output)
+    fn = probe.step(_score_cam_activations, target.rule)
+    activations, indices = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
+    n, channels = activations.shape[0], activations.shape[-1]
+    kept = channels
+    if max_channels is not None:
+        kept = integer(max_channels, "max_channels", minimum=1)
+        if kept > channels:
+            raise ValueError(
+                f"Expected `max_channels` in [1, {channels}], at most the channels of layer "
+                f"{path!r}. Received: max_channels={max_channels}."
+            )
+    mass = np.abs(activations).reshape(n, -1, channels).mean(axis=1)
+    keep = np.argsort(-mass, axis=1, kind="stable")[:, :kept].astype(np.int32)
+    per_image = kept + 1
+    step = probe.step(_ablation_cam, target.rule, path, channels, per_image)
+    total = n * per_image
+    scores = run_rows(
+        step,
+        total,
+        rows_per_pass(batch_size, n, total),
+        [tf.constant(a) for a in batch.arrays],
+        tf.constant(keep),
+        tf.constant(indices),
+    )
+    scores = scores.numpy().astype(np.float64).reshape(n, per_image)
+    weights = np.zeros((n, channels), np.float32)
+    np.put_along_axis(weights, keep, (scores[:, :1] - scores[:, 1:]).astype(np.float32), axis=1)
+    result = combine(tf.constant(activations), tf.constant(weights), relu, smooth == "eigen")
+    if upsample == "bilinear":
+        size = _linear_target(batch, activations.ndim - 2)[1]
+        return batch.squeeze(project_host(result.numpy(), None, upsample, size))
+    rf = _field(model, path, batch) if upsample == "receptive_field" else None
+    return batch.squeeze(project_host(result.numpy(), rf, upsample))
