@@ -39,6 +39,7 @@ Networks", Distill (2019).
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import itertools
 import weakref
@@ -60,6 +61,9 @@ WAYS_OUT = (
 )
 
 Bounds = tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
+
+#: The back-projection rules of :func:`backproject`.
+BACKPROJECT_METHODS = ("mean", "effective")
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ class ReceptiveField:
             ``i``, except near a border where a dilated kernel skips pixels. As an argument,
             None derives them from the nominal field clipped to ``extent``;
             :func:`receptive_field` passes the exact ones.
+        paths: the units' path counts to the input pixels, for ``backproject(...,
+            method="effective")``; set by :func:`receptive_field` (None for a field built
+            by hand). Not compared: two fields with equal boxes are equal.
 
     Raises:
         ValueError: lengths differ between the per-axis entries, a size is not positive, a
@@ -113,6 +120,7 @@ class ReceptiveField:
     input_index: int = 0
     extent: tuple[tuple[int, int], ...] | None = None
     bounds: Bounds | None = None
+    paths: PathCounts | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         fields = {
@@ -306,6 +314,240 @@ def _inverse(rf: ReceptiveField) -> tuple[np.ndarray, np.ndarray]:
     return inverse, uncovered
 
 
+# ---------------------------------------------------------------------------------------------
+# Path counts: the effective receptive field of the network's linearized geometry
+
+#: Separable terms carried exactly before a 2D sum of them is compressed (deep residual nets).
+_MAX_TERMS = 64
+#: Singular values below this share of the largest are dropped when compressing.
+_RANK_TOLERANCE = 1e-13
+
+Term = tuple[float, tuple[np.ndarray, ...]]  # (log of a positive factor, per-axis matrices)
+
+
+class PathCounts:
+    """The number of paths from each unit of a layer to each input pixel.
+
+    The *linearized geometry* of the network keeps, of every layer on the way, only its
+    geometry with one channel: a convolution or pooling window becomes an all-ones kernel of
+    the same size, stride, dilation and padding (padding carries no path); padding and
+    cropping shift; position-wise layers are the identity; a merge (Add, Concatenate, ...) sums
+    its branches. The path count ``P(u, p)`` from unit ``u`` to input pixel ``p`` is the
+    derivative of that linear network's unit ``u`` with respect to pixel ``p``: the chain of
+    transposed all-ones convolutions, computed exactly. It is the effective receptive field
+    of Luo et al. (2016) for uniform weights, concentrated at the field's centre.
+
+    **Where it is exact.** A window is a product of per-axis windows, and so is its validity
+    at the border (a tap is valid when it is valid on every axis), so along a chain of windows
+    ``P`` is a product over the spatial axes of per-axis ``(units, pixels)`` matrices: one
+    separable term. A merge sums its branches' terms (a residual block has two); equal terms
+    are combined. This is exact for convolutions (dilated and strided included), pooling,
+    padding, cropping, position-wise layers, merges and measured layers (their fitted
+    window). Squeeze-and-excitation gates are channel weighting and add no spatial path, and a
+    Multiply of two spatial branches is counted like an Add (its geometry). Beyond 64 terms, a
+    2D sum is compressed to its numerical rank by a truncated SVD (relative tolerance 1e-13 of
+    the largest singular value): exact to float64 precision relative to the largest count.
+
+    Example:
+        >>> rf = kerasviz.receptive_field(model, "conv4")
+        >>> rf.paths.counts().shape  # (*map_size, *input_size), for small fields
+        (58, 58, 128, 128)
+    """
+
+    __slots__ = ("_geo", "_terms", "_compressed", "_plan")
+
+    def __init__(self, geo: tuple) -> None:
+        self._geo = tuple(geo)
+        self._terms: list[Term] | None = None
+        self._compressed = False
+        self._plan = None
+
+    def terms(self) -> list[Term]:
+        """The separable terms ``(log_scale, (matrix per axis))``: ``P`` is the sum over the
+        terms of ``exp(log_scale)`` times the outer product of the per-axis ``(units,
+        pixels)`` float64 matrices."""
+        if self._terms is None:
+            self._terms, self._compressed = _path_terms(self._geo)
+        return self._terms
+
+    def counts(self) -> np.ndarray:
+        """The dense path counts ``(*map_size, *input_size)`` float64 (use for small fields)."""
+        terms = self.terms()
+        d = len(self._geo)
+        shape = tuple(a.units for a in self._geo) + tuple(int(f.shape[1]) for f in terms[0][1])
+        total = np.zeros(shape)
+        for log_scale, factors in terms:
+            outer = functools.reduce(np.multiply.outer, factors)  # (m0, n0, m1, n1, ...)
+            order = [2 * a for a in range(d)] + [2 * a + 1 for a in range(d)]
+            total += np.exp(log_scale) * np.transpose(outer, order)
+        return total
+
+    def plan(self) -> tuple[tuple[tuple[np.ndarray, ...], ...], np.ndarray, np.ndarray]:
+        """What :func:`backproject` needs: per term the transposed per-axis matrices ``(pixels,
+        units)`` (relative scales folded in), ``1 / sum_u P(u, p)`` per pixel (0 where no
+        unit reaches it) and the mask of pixels no unit reaches."""
+        if self._plan is None:
+            terms = self.terms()
+            sizes = tuple(int(n) for n in _input_sizes(self._geo, terms))
+            if not terms:
+                inverse = np.zeros(sizes)
+                self._plan = ((), inverse, np.ones(sizes, bool))
+            else:
+                logs = np.array([log_scale for log_scale, _ in terms])
+                scales = np.exp(logs - logs.max())
+                transposed, denominator = [], np.zeros(sizes)
+                for scale, (_, factors) in zip(scales, terms, strict=True):
+                    factors = (factors[0] * scale, *factors[1:])
+                    transposed.append(tuple(np.ascontiguousarray(f.T) for f in factors))
+                    denominator += functools.reduce(
+                        np.multiply.outer, [f.sum(axis=0) for f in factors]
+                    )
+                limit = 1e-12 * denominator.max() if self._compressed else 0.0
+                uncovered = denominator <= limit
+                inverse = np.where(uncovered, 0.0, 1.0 / np.where(uncovered, 1.0, denominator))
+                self._plan = (tuple(transposed), inverse, uncovered)
+            for part in (self._plan[1], self._plan[2]):
+                part.setflags(write=False)
+        return self._plan
+
+
+def _input_sizes(geo: tuple, terms: list[Term]) -> tuple[int, ...]:
+    if terms:
+        return tuple(f.shape[1] for f in terms[0][1])
+    sizes = []
+    for axis in geo:  # follow the axis back to the input: its identity has the input's size
+        while axis.via is not None:
+            axis = axis.via[1] if axis.via[0] == "slide" else axis.via[1][0]
+        sizes.append(axis.units)
+    return tuple(sizes)
+
+
+def _normalized(log_scale: float, factors: list[np.ndarray]) -> Term | None:
+    """The term with each matrix scaled to a largest magnitude of 1; None for a zero term."""
+    out = []
+    for f in factors:
+        top = float(np.abs(f).max()) if f.size else 0.0
+        if top == 0.0:
+            return None
+        out.append(f / top)
+        log_scale += np.log(top)
+    return float(log_scale), tuple(out)
+
+
+def _slide_matrix(factor: np.ndarray, reads: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Path counts through one window: output unit ``i`` sums the rows ``reads[i][valid[i]]``."""
+    return (factor[reads] * valid[..., None]).sum(axis=1)
+
+
+def _combined(terms: list[Term]) -> list[Term]:
+    """Equal terms added up (their log scales by logaddexp)."""
+    merged: dict[bytes, Term] = {}
+    for log_scale, factors in terms:
+        key = b"".join(f.tobytes() + str(f.shape).encode() for f in factors)
+        if key in merged:
+            log_scale = float(np.logaddexp(merged[key][0], log_scale))
+        merged[key] = (log_scale, factors)
+    return list(merged.values())
+
+
+def _compressed_2d(terms: list[Term]) -> list[Term]:
+    """A 2D sum of separable terms rewritten as its truncated SVD (numerical rank)."""
+    logs = np.array([log_scale for log_scale, _ in terms])
+    top = logs.max()
+    (m0, n0), (m1, n1) = terms[0][1][0].shape, terms[0][1][1].shape
+    a = np.stack([f[0].ravel() for _, f in terms], axis=1) * np.exp(logs - top)
+    b = np.stack([f[1].ravel() for _, f in terms], axis=1)
+    qa, ra = np.linalg.qr(a)
+    qb, rb = np.linalg.qr(b)
+    u, sigma, vt = np.linalg.svd(ra @ rb.T)
+    rank = max(1, int((sigma > _RANK_TOLERANCE * sigma[0]).sum()))
+    left = (qa @ u[:, :rank]) * sigma[:rank]
+    right = qb @ vt[:rank].T
+    out = []
+    for k in range(rank):
+        term = _normalized(top, [left[:, k].reshape(m0, n0), right[:, k].reshape(m1, n1)])
+        if term is not None:
+            out.append(term)
+    return out
+
+
+def _path_step(axes: tuple) -> tuple[str, list[tuple]]:
+    """How a tuple of axes (one per spatial axis) was made: ``("slide", [before])`` when some
+    axes are windows over earlier ones, ``("union", branches)`` for the latest merge among
+    them (its branches' axes paired), ``("input", [])`` for the input itself. Windows on
+    different axes commute, so all of them are stepped back at once."""
+    slides = [a.via is not None and a.via[0] == "slide" for a in axes]
+    if any(slides):
+        return "slide", [tuple(a.via[1] if s else a for a, s in zip(axes, slides, strict=True))]
+    merges = [a.via[2] for a in axes if a.via is not None]
+    if not merges:
+        return "input", []
+    latest = max(merges)
+    hit = [a.via is not None and a.via[2] == latest for a in axes]
+    count = len(next(a.via[1] for a, h in zip(axes, hit, strict=True) if h))
+    branches = [
+        tuple(a.via[1][b] if h else a for a, h in zip(axes, hit, strict=True)) for b in range(count)
+    ]
+    return "union", branches
+
+
+def _path_terms(geo: tuple) -> tuple[list[Term], bool]:
+    """The separable terms of the path counts of the units of ``geo`` (see
+    :class:`PathCounts`), and whether a compression was needed. Walks the graph of axis
+    tuples back to the input depth-first without recursion, each tuple once."""
+    memo: dict[tuple[int, ...], list[Term]] = {}
+    compressed = False
+
+    def key(axes):
+        return tuple(id(a) for a in axes)
+
+    stack: list[tuple[tuple, bool]] = [(tuple(geo), False)]
+    while stack:
+        axes, ready = stack.pop()
+        k = key(axes)
+        if k in memo:
+            continue
+        kind, before = _path_step(axes)
+        if kind == "input":
+            memo[k] = [(0.0, tuple(np.eye(a.units) for a in axes))]
+            continue
+        if not ready:
+            stack.append((axes, True))
+            stack.extend((b, False) for b in before if key(b) not in memo)
+            continue
+        if kind == "slide":
+            terms = []
+            for log_scale, factors in memo[key(before[0])]:
+                moved = [
+                    _slide_matrix(f, a.via[2], a.via[3])
+                    if a.via is not None and a.via[0] == "slide"
+                    else f
+                    for a, f in zip(axes, factors, strict=True)
+                ]
+                term = _normalized(log_scale, moved)
+                if term is not None:
+                    terms.append(term)
+        else:
+            terms = _combined([t for b in before for t in memo[key(b)]])
+            if len(axes) == 2 and len(terms) > _MAX_TERMS:
+                terms, compressed = _compressed_2d(terms), True
+        memo[k] = terms
+    return memo[key(tuple(geo))], compressed
+
+
+def _effective_plan(rf: ReceptiveField):
+    """The path-count plan of ``rf``, or None where it equals the mean rule (a global field)."""
+    if rf.paths is None:
+        if rf.is_global or all(m == 1 for m in rf.map_size):
+            return None
+        raise ValueError(
+            "Expected `rf` from kerasviz.receptive_field(model, layer) for "
+            "method='effective': it carries the units' path counts. Received: a "
+            "ReceptiveField built by hand (paths=None); use method='mean'."
+        )
+    return rf.paths.plan()
+
+
 def _layout(shape: tuple, rf: ReceptiveField, input_size, argname: str = "values"):
     """Checks shapes; returns (has_batch_axis, has_channel_axis)."""
     if not isinstance(rf, ReceptiveField):
@@ -341,19 +583,56 @@ def _forms(rf: ReceptiveField) -> str:
     return f"({m}), (n, {m}) or (n, {m}, c)"
 
 
+def _check_method(method: Any) -> str:
+    if method not in BACKPROJECT_METHODS:
+        raise ValueError(
+            f"Expected `method` to be one of {list(BACKPROJECT_METHODS)}. Received: {method!r}."
+        )
+    return method
+
+
+def _effective_host(x: np.ndarray, terms: tuple, sizes: tuple) -> np.ndarray:
+    """``sum_u P(u, p) x_u`` for ``x`` ``(n, *map_size[, c])``: ``(n, *sizes[, c])`` float64."""
+    d = len(sizes)
+    summed = np.zeros((x.shape[0], *sizes, *x.shape[1 + d :]))
+    for transposed in terms:
+        y = x
+        for ax, t in enumerate(transposed, start=1):
+            y = np.moveaxis(np.tensordot(t, y, axes=([1], [ax])), 0, ax)
+        summed = summed + y
+    return summed
+
+
 def backproject(
-    values: Any, rf: ReceptiveField, input_size: Any = None, *, fill: float = 0.0
+    values: Any,
+    rf: ReceptiveField,
+    input_size: Any = None,
+    *,
+    fill: float = 0.0,
+    method: str = "mean",
 ) -> np.ndarray:
     """Projects layer maps onto the input through the exact receptive fields of their units.
 
-    Each input pixel gets the mean of the values of all units whose field, clipped to the
-    input, covers it: the definition "stack one image per unit, filled with its value inside its
-    field, and average over the units that cover each pixel", computed separably (the units
-    covering a pixel form a box of units, summed by prefix sums along each axis) in O(n * H * W)
-    time and memory (an axis whose bounds a dilated kernel leaves unsorted is summed with its
-    ``(H, h)`` coverage matrix instead); nothing of size H * W * h * w is allocated. Pixels
-    that no unit covers get ``fill``: rows a strided ``valid`` layer never reads, pixels a
-    ``Cropping`` layer removed, and gaps where the stride is larger than the field.
+    ``method="mean"``: each input pixel gets the mean of the values of all units whose field,
+    clipped to the input, covers it: the definition "stack one image per unit, filled with its
+    value inside its field, and average over the units that cover each pixel", computed
+    separably (the units covering a pixel form a box of units, summed by prefix sums along
+    each axis) in O(n * H * W) time and memory (an axis whose bounds a dilated kernel leaves
+    unsorted is summed with its ``(H, h)`` coverage matrix instead); nothing of size H * W *
+    h * w is allocated.
+
+    ``method="effective"``: the same average, each unit weighted at each pixel by its number
+    of paths to the pixel in the network's linearized geometry (:class:`PathCounts`): pixel
+    ``p`` gets ``sum_u P(u, p) v_u / sum_u P(u, p)``. A unit's value spreads over its whole
+    field but mostly near the centre, where its effective receptive field lies (Luo et al.,
+    2016); dividing by the total count keeps border pixels, reached by fewer paths, on the
+    same scale as central ones. Computed per separable term as one matrix product per axis.
+    It needs a field from :func:`receptive_field`, which carries the path counts.
+
+    Pixels that no unit covers (reaches, for ``"effective"``) get ``fill``: rows a strided
+    ``valid`` layer never reads, pixels a ``Cropping`` layer removed, and gaps where the
+    stride is larger than the field (and, for ``"effective"``, the holes of a dilated first
+    layer).
 
     Args:
         values: maps shaped ``(h, w)``, ``(n, h, w)`` or ``(n, h, w, c)`` for a 2D layer (one
@@ -362,17 +641,26 @@ def backproject(
         rf: the layer's :class:`ReceptiveField`.
         input_size: the input's spatial size; checked against ``rf.input_size`` when given.
         fill: the value of pixels that no unit covers.
+        method: ``"mean"`` (every covering unit counts equally) or ``"effective"`` (units
+            weighted by their path counts).
 
     Returns:
         float32 array ``(H, W)``, ``(n, H, W)`` or ``(n, H, W, c)``.
 
+    Raises:
+        ValueError: shapes that do not fit ``rf``, non-finite values, an unknown ``method``,
+            or ``"effective"`` with a field built by hand.
+
     Reference: Araujo et al., "Computing Receptive Fields of Convolutional Neural Networks",
-    Distill (2019).
+    Distill (2019); Luo et al., "Understanding the Effective Receptive Field in Deep
+    Convolutional Neural Networks", NeurIPS (2016).
 
     Example:
         >>> rf = kerasviz.receptive_field(model, "conv2d_3")
         >>> heat = kerasviz.backproject(cams, rf)  # (8, 58, 58) -> (8, 128, 128)
+        >>> soft = kerasviz.backproject(cams, rf, method="effective")
     """
+    method = _check_method(method)
     x = np.asarray(values)
     batched, channels = _layout(x.shape, rf, input_size)
     if not np.isfinite(x).all():
@@ -382,6 +670,16 @@ def backproject(
         )
     if not batched:
         x = x[None]
+    plan = _effective_plan(rf) if method == "effective" else None
+    if plan is not None:
+        terms, inverse, uncovered = plan
+        if channels:
+            inverse, uncovered = inverse[..., None], uncovered[..., None]
+        summed = _effective_host(x.astype(np.float64), terms, rf.input_size)
+        out = (summed * inverse).astype(np.float32)
+        if fill != 0 and uncovered.any():
+            out = np.where(uncovered, np.float32(fill), out)
+        return out if batched else out[0]
     plans, _ = _coverage(rf)
     summed = x.astype(np.float64)
     for ax, plan in enumerate(plans, start=1):
@@ -403,26 +701,51 @@ def backproject(
 
 
 def backproject_tf(
-    values: tf.Tensor, rf: ReceptiveField, input_size: Any = None, *, fill: float = 0.0
+    values: tf.Tensor,
+    rf: ReceptiveField,
+    input_size: Any = None,
+    *,
+    fill: float = 0.0,
+    method: str = "mean",
 ) -> tf.Tensor:
     """:func:`backproject` on TensorFlow tensors, usable inside a ``tf.function``.
 
-    Same shapes and definition as :func:`backproject`; returns a float32 ``tf.Tensor``. The
-    static spatial shape of ``values`` must be known, and the values finite (they are summed
-    as prefix sums, so one NaN would spread beyond its unit's field). Axes whose unit bounds
-    are not sorted (a dilated kernel at the border) are summed with a coverage matrix.
+    Same shapes, methods and definitions as :func:`backproject`; returns a float32
+    ``tf.Tensor``. The static spatial shape of ``values`` must be known, and the values finite
+    (they are summed as prefix sums, so one NaN would spread beyond its unit's field). Axes
+    whose unit bounds are not sorted (a dilated kernel at the border) are summed with a
+    coverage matrix; ``"effective"`` is one matrix product per axis and separable term.
 
     Example:
-        >>> heat = backproject_tf(tf.random.uniform((8, 58, 58)), rf)
+        >>> heat = backproject_tf(tf.random.uniform((8, 58, 58)), rf, method="effective")
     """
+    method = _check_method(method)
     values = tf.convert_to_tensor(values)
     batched, channels = _layout(tuple(values.shape), rf, input_size)
     # float64 inside: prefix sums cancel, and the maps are small next to the model's work
     x = tf.cast(values, tf.float64)
     if not batched:
         x = x[None]
-    plans, _ = _coverage(rf)
     rank = len(x.shape)
+    plan = _effective_plan(rf) if method == "effective" else None
+    if plan is not None:
+        terms, inverse, uncovered = plan
+        summed = None
+        for transposed in terms:
+            y = x
+            for ax, t in enumerate(transposed, start=1):
+                moved = tf.tensordot(tf.constant(t, tf.float64), y, axes=[[1], [ax]])
+                y = tf.transpose(moved, [*range(1, ax + 1), 0, *range(ax + 1, rank)])
+            summed = y if summed is None else summed + y
+        if summed is None:  # no unit reaches any pixel
+            summed = tf.zeros_like(x[(slice(None), *(slice(0, 1),) * rf.ndim)])
+        if channels:
+            inverse, uncovered = inverse[..., None], uncovered[..., None]
+        out = tf.cast(summed * tf.constant(inverse, tf.float64), tf.float32)
+        if fill != 0 and uncovered.any():
+            out = tf.where(tf.constant(uncovered), tf.cast(fill, tf.float32), out)
+        return out if batched else out[0]
+    plans, _ = _coverage(rf)
     for ax, plan in enumerate(plans, start=1):
         if plan[0] == "range":
             pad = [[0, 0]] * rank
@@ -528,14 +851,20 @@ _BIG = np.iinfo(np.int64).max
 
 class _Axis:
     """One spatial axis of a field: nominal ``(size, stride, start)`` and every unit's exact
-    bounding interval ``[low[i], high[i])`` in input pixels (``low == high``: sees nothing)."""
+    bounding interval ``[low[i], high[i])`` in input pixels (``low == high``: sees nothing).
 
-    __slots__ = ("size", "stride", "start", "low", "high")
+    ``via`` records how the axis was made, for the path counts of :func:`_path_terms`: None
+    for an input axis, ``("slide", prev, reads, valid)`` for a sliding window over ``prev``
+    (output unit ``i`` reads ``prev``'s units ``reads[i][valid[i]]``), ``("union", axes,
+    merge)`` for a merge of branches (``merge`` identifies the merge across its axes)."""
 
-    def __init__(self, size: int, stride: int, start: int, low, high):
+    __slots__ = ("size", "stride", "start", "low", "high", "via")
+
+    def __init__(self, size: int, stride: int, start: int, low, high, via=None):
         self.size, self.stride, self.start = int(size), int(stride), int(start)
         self.low = np.asarray(low, np.int64)
         self.high = np.asarray(high, np.int64)
+        self.via = via
 
     @classmethod
     def identity(cls, n: int) -> _Axis:
@@ -589,11 +918,17 @@ def _slide(prev: _Axis, taps, stride: int, offset: int, m_out: int, path: str) -
         prev.start + offset * prev.stride,
         low,
         high,
+        ("slide", prev, jc, (j >= 0) & (j < prev.units)),
     )
 
 
-def _union_axes(axes: list[_Axis], axis: int, path: str) -> _Axis:
-    """Each unit sees what it sees through any branch (Add, Concatenate, ...)."""
+# Numbers the merges in the order the walks make them (a later merge has a larger number).
+_MERGES = itertools.count()
+
+
+def _union_axes(axes: list[_Axis], axis: int, path: str, merge: int = -1) -> _Axis:
+    """Each unit sees what it sees through any branch (Add, Concatenate, ...). ``merge``
+    numbers the merge, the same on all its axes (the path counts pair the branches' axes)."""
     strides = {a.stride for a in axes}
     if len(strides) == 1:
         low = min(a.start for a in axes)
@@ -621,7 +956,7 @@ def _union_axes(axes: list[_Axis], axis: int, path: str) -> _Axis:
     low = np.where(seen, lows, _BIG).min(axis=0)
     high = np.where(seen, highs, -_BIG).max(axis=0)
     low, high = _fill_empty(low, high, ~seen.any(axis=0))
-    return _Axis(*nominal, low, high)
+    return _Axis(*nominal, low, high, ("union", tuple(axes), merge))
 
 
 class _Flow:
@@ -806,8 +1141,9 @@ def _union(flows: list[_Flow], path: str) -> tuple | None:
     first = flows[0].geo
     if any(len(f.geo) != len(first) for f in flows):
         raise _TraceError(f"layer {path!r} merges inputs with different numbers of spatial axes")
+    merge = next(_MERGES)
     return tuple(
-        _union_axes([f.geo[axis] for f in flows], axis, path) for axis in range(len(first))
+        _union_axes([f.geo[axis] for f in flows], axis, path, merge) for axis in range(len(first))
     )
 
 
@@ -1022,7 +1358,8 @@ def _measured(layer, path: str, args: tuple, kwargs: dict, flows: list[_Flow], o
             f"layer {path!r} of type {type(layer).__name__} has no known receptive-field rule, "
             "and its output does not depend on its spatial inputs"
         )
-    geo = tuple(_union_axes([b[axis] for b in branches], axis, path) for axis in range(d))
+    merge = next(_MERGES)
+    geo = tuple(_union_axes([b[axis] for b in branches], axis, path, merge) for axis in range(d))
     return geo, used
 
 
@@ -1563,4 +1900,5 @@ def _to_field(model, path: str, flow: _Flow, input_size) -> ReceptiveField:
         flow.spatial,
         index,
         bounds=tuple((tuple(a.low.tolist()), tuple(a.high.tolist())) for a in flow.geo),
+        paths=PathCounts(flow.geo),
     )
