@@ -21,6 +21,7 @@ The path of one run:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import queue
@@ -162,6 +163,17 @@ def _check_metrics(parsed: dict[str, dict], model, image_shape: tuple, specs, ou
                 MODEL_METRICS[name](model, blank, maps, [0], output=output, **kwargs)
         except (TypeError, ValueError) as error:
             raise ValueError(f"metrics[{name!r}]: {error}") from None
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow():
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 # ----------------------------------------------------------------------------- cluster
@@ -481,9 +493,12 @@ def explain_dataset(
     classes = int(probe.logits_size([np.zeros((1, *source.image_shape), np.float32)]))
     if mode == "class":
         resolve_targets(target_class, 1, classes, sigmoid=probe.sigmoid)  # range check
-    for spec in specs:
-        methods_module.check_method(spec, model, source.image_shape, output)
-    _check_metrics(parsed_metrics, model, source.image_shape, specs, output)
+    with _quiet_tensorflow():
+        # One blank image per method and metric: each traces its compiled step once more,
+        # which TensorFlow would report as excessive retracing.
+        for spec in specs:
+            methods_module.check_method(spec, model, source.image_shape, output)
+        _check_metrics(parsed_metrics, model, source.image_shape, specs, output)
 
     settings = {
         "kerasviz_version": __version__,
