@@ -67,7 +67,8 @@ class Progress:
     def finish(self, line: str) -> None:
         """Ends the running section: completes its bar, or echoes ``line``."""
         if self._bar is not None:
-            self._bar.update(self._target, finalize=True)
+            if self._done < self._target:  # a bar that reached its target has ended its line
+                self._bar.update(self._target, finalize=True)
             self._bar = None
         elif self.echo is not None:
             self.echo(line)
