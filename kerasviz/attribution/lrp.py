@@ -722,7 +722,8 @@ def _lrp_step(probe: Probe, rule: ScoreRule, entries, nonneg, sources, inputs, i
 
 
 def _bounds(value_range: Any, batch: Batch) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-row low and high arrays for every model input, checked against the inputs."""
+    """Low and high arrays (one image's shape) for every model input, checked against the
+    inputs."""
     arrays = batch.arrays
     per_input = (
         len(arrays) > 1
@@ -754,8 +755,8 @@ def _bounds(value_range: Any, batch: Batch) -> tuple[list[np.ndarray], list[np.n
                 f"[{float(x.min()):g}, {float(x.max()):g}]. Pass the range the inputs are "
                 "drawn from (for example (0, 255) for 8-bit images)."
             )
-        lows.append(np.broadcast_to(low, x.shape).copy())
-        highs.append(np.broadcast_to(high, x.shape).copy())
+        lows.append(low)
+        highs.append(high)
     return lows, highs
 
 
@@ -867,11 +868,11 @@ def lrp(
     plan, _ = probe.cached(_lrp_plan, entries, nonneg)
     sources, single = _sources(plan, probe.model, layer)
     fn = probe.step(_lrp_step, target.rule, entries, nonneg, sources)
-    extra = [target.indices] + (lows + highs if needs_bounds else [])
-    if not needs_bounds:
-        lows, highs = [], []
-    relevance = run_chunked(fn, batch.arrays, batch_size, extra=extra)
-    relevance = list(relevance)
+    extra = [target.indices]
+    if needs_bounds:  # per row, so that they are chunked with the inputs
+        rows = zip(lows + highs, batch.arrays * 2, strict=True)
+        extra += [np.broadcast_to(b, x.shape) for b, x in rows]
+    relevance = list(run_chunked(fn, batch.arrays, batch_size, extra=extra))
     if layer is None:
         return one_or_list(batch, relevance)
     return batch.squeeze(relevance[0] if single else relevance)

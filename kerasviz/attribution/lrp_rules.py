@@ -362,7 +362,10 @@ class AlphaBeta(Rule):
 class ZPlus(Rule):
     """LRP-z+: ``R_i = sum_j z_ij^+ / (sum_i' z_i'j^+ + b_j^+) R_j`` (positive contributions).
 
-    Equal to alpha-beta with ``alpha=1, beta=0``.
+    Equal to alpha-beta with ``alpha=1, beta=0``. Conserving where an output with
+    relevance has a positive contribution, as in ReLU networks (only active units carry
+    relevance there); with swish or linear bottlenecks (EfficientNet, MobileNetV2) the
+    relevance of outputs without one is dropped.
     """
 
     name: ClassVar[str] = "zplus"
