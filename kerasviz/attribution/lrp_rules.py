@@ -437,13 +437,22 @@ RULES: dict[str, type[Rule]] = {
 #:
 #: - ``"linear"``: Dense and convolutions; gets the composite's rule (built-in types only).
 #: - ``"batchnorm"``: folded into the linear layer before it, else like ``"affine"``.
-#: - ``"affine"``: elementwise affine maps (Rescaling, Normalization): relevance passes as is.
-#: - ``"activation"``: elementwise nonlinearities: relevance passes as is.
+#: - ``"affine"``: elementwise affine maps (Rescaling, Normalization): relevance passes as
+#:   is; DeepLIFT keeps the gradient.
+#: - ``"activation"``: elementwise nonlinearities (and normalizations over a sample, their
+#:   statistics held constant): relevance passes as is; DeepLIFT uses ``dy / dx``.
 #: - ``"move"``: layers that only move, copy or drop values (Flatten, padding, Concatenate,
 #:   Dropout): the plain gradient routes relevance.
 #: - ``"max"``: max pooling: the winner takes all.
-#: - ``"sum"``: sums and means (average pooling, Add): relevance by contribution ``x_i / z``.
-#: - ``"multiply"``: gating, ``x * g``: all relevance to the input that is not the gate.
+#: - ``"sum"``: linear sums and means with positive weights (average pooling, Add): relevance
+#:   by contribution ``x_i / z``, the denominator stabilized by ``1e-6 sign(z) sum |x_i|``.
+#: - ``"multiply"``: gating, ``x * g``: all relevance to the signal, none to the gates
+#:   (sigmoid outputs; else inputs computed from the signal; else broadcast ones). DeepLIFT
+#:   splits the product exactly.
+#:
+#: Example (a custom layer that is the identity at inference):
+#:     >>> from kerasviz.attribution import lrp_rules
+#:     >>> lrp_rules.LAYER_KINDS[MyNoise] = "move"
 LAYER_KINDS: dict[type, str] = {
     keras.layers.Dense: "linear",
     keras.layers.BatchNormalization: "batchnorm",
