@@ -8,8 +8,11 @@ from kerasviz import attribution, callbacks, dataset_scale, datasets, metrics, o
 from kerasviz._layers import default_cam_layer, resolve_layer
 from kerasviz._probe import Probe, get_probe
 from kerasviz.attribution import (
+    SuperpixelAttribution,
+    ablation_cam,
     cam,
     deeplift,
+    eigen_cam,
     grad_cam,
     grad_cam_plus_plus,
     grad_cam_plus_plus_weights,
@@ -17,15 +20,22 @@ from kerasviz.attribution import (
     gradient_shap,
     guided_backprop,
     guided_grad_cam,
+    hires_cam,
+    hires_cam_weights,
     input_x_gradient,
     integrated_gradients,
+    kernel_shap,
     layer_cam,
     layer_cam_weights,
+    lime,
     lrp,
     occlusion,
+    rise,
     saliency,
     score_cam,
     smoothgrad,
+    xgrad_cam,
+    xgrad_cam_weights,
 )
 from kerasviz.dataset_scale import explain_dataset, open_explanations
 from kerasviz.features import (

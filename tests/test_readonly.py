@@ -68,6 +68,7 @@ def model_state(model: keras.Model) -> str:
 
 
 X = np.random.default_rng(3).random((2, SIZE, SIZE, 3), dtype=np.float32)
+GRID = np.arange(SIZE)[:, None] // 8 * 2 + np.arange(SIZE)[None] // 8
 MASKS = np.zeros((2, SIZE, SIZE), bool)
 MASKS[:, 4:10, 4:10] = True
 QUICK = {"steps": 2, "transforms": (), "regularizers": ()}
@@ -98,6 +99,13 @@ CALLS = {
     "attribution.guided_model": lambda m: kerasviz.attribution.guided_model(m)(X),
     "guided_grad_cam": lambda m: kerasviz.guided_grad_cam(m, X),
     "occlusion": lambda m: kerasviz.occlusion(m, X, patch=8, stride=8),
+    "hires_cam": lambda m: kerasviz.hires_cam(m, X, smooth="augment"),
+    "xgrad_cam": lambda m: kerasviz.xgrad_cam(m, X, smooth="eigen"),
+    "eigen_cam": lambda m: kerasviz.eigen_cam(m, X, layer=["b_conv1", "b_conv2"]),
+    "ablation_cam": lambda m: kerasviz.ablation_cam(m, X, layer="backbone/b_relu", max_channels=2),
+    "lime": lambda m: kerasviz.lime(m, X, segments=GRID, samples=8, seed=0),
+    "kernel_shap": lambda m: kerasviz.kernel_shap(m, X, segments=GRID, samples=8, seed=0),
+    "rise": lambda m: kerasviz.rise(m, X, masks=8, seed=0),
     "maximize": lambda m: kerasviz.maximize(
         m, [kerasviz.channel("b_conv2", 0), kerasviz.logit(1)], **QUICK
     ),
