@@ -519,6 +519,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_layers(sub)
     _add_serve(sub)
+    _add_explain(sub)
+    _add_summarize(sub)
     return parser
 
 
@@ -568,6 +570,50 @@ def _cmd_serve(args) -> int:
     from kerasviz.dashboard.command import run
 
     return run(args)
+
+
+# ----------------------------------------------------------------------------- explain, summarize
+# `kerasviz explain MODEL FOLDER --method ... --out STORE` runs kerasviz.explain_dataset with a
+# progress line; `kerasviz summarize STORE` prints metric means with bootstrap intervals. Their
+# options and runs live in kerasviz/dataset_scale/command.py (argparse only at import).
+
+
+def _add_explain(sub) -> None:
+    from kerasviz.dataset_scale.command import add_explain_arguments, check_explain
+
+    explain = sub.add_parser(
+        "explain",
+        parents=[_common()],
+        help="explain a folder of images into a resumable store (kerasviz.explain_dataset)",
+        description="Computes maps of every image with each --method into a chunked Zarr store "
+        "that resumes where a killed run stopped; per-image metrics with --masks.",
+    )
+    add_explain_arguments(explain, PREPROCESS)
+    explain.set_defaults(func=_cmd_explain, check=check_explain)
+
+
+def _cmd_explain(args) -> int:
+    from kerasviz.dataset_scale.command import run_explain
+
+    return run_explain(args, load_model, preprocessor, progress)
+
+
+def _add_summarize(sub) -> None:
+    from kerasviz.dataset_scale.command import add_summarize_arguments
+
+    summarize = sub.add_parser(
+        "summarize",
+        parents=[_common()],
+        help="metric means with 95%% bootstrap intervals from an explain store",
+    )
+    add_summarize_arguments(summarize)
+    summarize.set_defaults(func=_cmd_summarize)
+
+
+def _cmd_summarize(args) -> int:
+    from kerasviz.dataset_scale.command import run_summarize
+
+    return run_summarize(args, progress)
 
 
 if __name__ == "__main__":

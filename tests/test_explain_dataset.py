@@ -629,18 +629,22 @@ def test_cli_explain_then_summarize(model_file, data, tmp_path, capsys):
     assert f"{mean:.3f}" in printed and "95% CI" in printed
     assert markdown.read_text().startswith("| method | settings | pointing game")
 
-    assert (
-        main(
-            [
-                "explain",
-                str(model_file),
-                str(folder),
-                "--method",
-                "grad_kam",
-                "--out",
-                str(tmp_path / "x"),
-            ]
-        )
-        == 1
-    )
-    assert "grad_cam" in capsys.readouterr().err
+    bad = ["explain", str(model_file), str(folder), "--out", str(tmp_path / "x")]
+    assert main([*bad, "--method", "grad_kam"]) == 1
+    assert "Closest: grad_cam" in capsys.readouterr().err
+    assert main([*bad, "--method", "occlusion:patch"]) == 1
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_method_options_are_python_literals():
+    from kerasviz.dataset_scale.command import parse_method_options
+
+    options = ["occlusion:patch=(4, 4),stride=2", "grad_cam", "grad_cam:upsample='bilinear'"]
+    parsed = parse_method_options([*options, "x=integrated_gradients:baseline=blur,steps=8"])
+    assert parsed == {
+        "occlusion": ("occlusion", {"patch": (4, 4), "stride": 2}),
+        "grad_cam": ("grad_cam", {}),
+        "grad_cam_2": ("grad_cam", {"upsample": "bilinear"}),
+        "x": ("integrated_gradients", {"baseline": "blur", "steps": 8}),
+    }

@@ -10,27 +10,36 @@
 
 Modules: ``_sources`` (data in), ``_methods`` (method specs and per-replica kernels),
 ``_store`` (the Zarr layout, manifest and fingerprint), ``_run`` (the run itself),
-``_summary`` (numbers out). Zarr is an optional dependency: ``pip install 'kerasviz[store]'``.
+``_summary`` (numbers out), ``command`` (``kerasviz explain`` and ``kerasviz summarize``).
+Names load on first use, so the command line can read its options without TensorFlow. Zarr is
+an optional dependency: ``pip install 'kerasviz[store]'``.
 """
 
-from kerasviz.dataset_scale._methods import METHODS
-from kerasviz.dataset_scale._run import explain_dataset
-from kerasviz.dataset_scale._store import Explanations, model_fingerprint, open_explanations
-from kerasviz.dataset_scale._summary import (
-    bootstrap_ci,
-    format_summary,
-    localization_table,
-    summarize,
-)
+import importlib
 
-__all__ = [
-    "METHODS",
-    "Explanations",
-    "bootstrap_ci",
-    "explain_dataset",
-    "format_summary",
-    "localization_table",
-    "model_fingerprint",
-    "open_explanations",
-    "summarize",
-]
+_EXPORTS = {
+    "METHODS": "_methods",
+    "Explanations": "_store",
+    "bootstrap_ci": "_summary",
+    "explain_dataset": "_run",
+    "format_summary": "_summary",
+    "localization_table": "_summary",
+    "model_fingerprint": "_store",
+    "open_explanations": "_store",
+    "summarize": "_summary",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)
