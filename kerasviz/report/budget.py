@@ -291,6 +291,8 @@ class Knobs:
         describe: what the sizes mean, for captions: "16 of 512 channels, 40 steps".
         weight: the section's share of the time left (0: a fixed cost, run as asked).
         backward: the section needs forward+backward passes.
+        elastic: the section's optimizations stop at its deadline with the images so far
+            (:class:`Work`), so it may start with less than its minimum.
     """
 
     start: dict[str, Any]
@@ -299,6 +301,7 @@ class Knobs:
     describe: Callable[[dict[str, Any]], str] = lambda knobs: ""
     weight: float = 0.0
     backward: bool = True
+    elastic: bool = False
 
     def minimum(self) -> dict[str, Any]:
         """The sizes with every stage at its floor."""

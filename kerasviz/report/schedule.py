@@ -21,6 +21,11 @@ from kerasviz.report.progress import Progress
 from kerasviz.report.sections import SECTIONS, SectionSpec
 from kerasviz.report.subject import Settings, Subject, prepare
 
+#: Sections that cannot stop early plan for this share of their time (estimates lag the load).
+MARGIN = 0.85
+#: An optimization runs when this share of its minimum fits; it stops at its deadline.
+ELASTIC_FLOOR = 0.4
+
 #: Run order with a budget: fixed costs first, then the planned sections, filter patterns last.
 RUN_ORDER = (
     "predictions",
@@ -207,7 +212,9 @@ def _planned(report, runner, specs, prepared, settings, budget, forward, costs) 
             allowed = min(max(share, own_min), left - later_min)
         else:
             allowed = left - later_min
-        if kn.backward and own_min > left:
+        # An optimization stops at its deadline with what it has: it runs on a part of its
+        # minimum; any other section needs all of it.
+        if kn.backward and own_min * (ELASTIC_FLOOR if kn.elastic else 1.0) > left:
             runner.skip(
                 spec,
                 f"Skipped to stay within the {budget.seconds:g} s budget: at its smallest "
@@ -216,10 +223,11 @@ def _planned(report, runner, specs, prepared, settings, budget, forward, costs) 
                 f"{suggest_budget(budget.seconds + own_min - max(left, 0))} would include it.",
             )
             continue
+        target = allowed if kn.elastic else allowed * MARGIN
         chosen = kn.start
-        if kn.stages and budget.estimate(kn.cost(kn.start)) > allowed:
+        if kn.stages and budget.estimate(kn.cost(kn.start)) > target:
             chosen, _ = fit(
-                lambda v, kn=kn: budget.estimate(kn.cost(v)), kn.start, kn.stages, allowed
+                lambda v, kn=kn: budget.estimate(kn.cost(v)), kn.start, kn.stages, target
             )
         lowered = chosen != kn.start
         planned = replace(settings, **chosen, budgeted=lowered or settings.budgeted)
@@ -230,7 +238,9 @@ def _planned(report, runner, specs, prepared, settings, budget, forward, costs) 
                 note=True,
             )
         predicted = kn.cost(chosen)
-        deadline = budget.clock() + max(allowed, budget.estimate(predicted)) if kn.weight else None
+        deadline = None
+        if kn.elastic:
+            deadline = budget.clock() + min(max(allowed, budget.estimate(predicted)), left)
         seconds = runner.run(spec, prepared, planned, deadline)
         budget.observe(predicted, seconds)
 

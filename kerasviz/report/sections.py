@@ -376,7 +376,8 @@ def _filter_patterns_cost(subjects: list[Subject], st: Settings, costs: CostsOf)
         ],
         cost,
         describe,
-        weight=1.2,
+        weight=1.4,
+        elastic=True,
     )
 
 
@@ -473,6 +474,7 @@ def _neuron_patterns_cost(subjects: list[Subject], st: Settings, costs: CostsOf)
         cost,
         lambda k: f"{min(k['neurons'], total)} of {total} channels, {k['neuron_steps']} steps",
         weight=0.6,
+        elastic=True,
     )
 
 
@@ -754,7 +756,8 @@ def _inversion_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kn
             f"{min(k['inversion_layers'], len(depths))} of {len(depths)} depths, "
             f"{k['inversion_steps']} steps"
         ),
-        weight=1.0,
+        weight=0.8,
+        elastic=True,
     )
 
 
