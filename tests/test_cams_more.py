@@ -126,6 +126,23 @@ def test_ablation_cam_is_the_logit_drop_channel_by_channel(flat_model, images, k
     np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_ablation_cam_targets_predicted_and_callable(flat_model, images):
+    predicted = flat_model.predict(images, verbose=0).argmax(axis=1)
+    explicit = kerasviz.ablation_cam(flat_model, images, predicted, "c2", upsample=None)
+    np.testing.assert_allclose(
+        kerasviz.ablation_cam(flat_model, images, None, "c2", upsample=None, batch_size=4),
+        explicit,
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    np.testing.assert_allclose(
+        kerasviz.ablation_cam(flat_model, images, lambda z: z[:, 1], "c2", upsample=None),
+        kerasviz.ablation_cam(flat_model, images, 1, "c2", upsample=None),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+
+
 def test_ablation_cam_through_a_skip_connection_in_a_nested_model():
     model = _residual_model()
     images = np.random.default_rng(8).random((2, 12, 12, 3), dtype=np.float32)

@@ -825,7 +825,9 @@ def eigen_cam(
 # Ablation-CAM
 
 
-def ablated_logits(probe: Probe, path: str, inputs: list, local, keep) -> tf.Tensor:
+def ablated_logits(
+    probe: Probe, path: str, inputs: list, local, keep
+) -> tuple[tf.Tensor, tf.Tensor]:
     """The logits with layer ``path``'s output multiplied per row by ``keep`` ``(rows, c)``.
 
     Runs inside compiled code. The model's graph is run on ``inputs`` (one row per image)
@@ -834,10 +836,15 @@ def ablated_logits(probe: Probe, path: str, inputs: list, local, keep) -> tf.Ten
     (``tf.gather(output, local) * keep``) and only the layers that depend on it run on the
     expanded rows, any other tensor they read (a skip connection) gathered by ``local`` too.
     The head's softmax or sigmoid is bypassed as in the probe.
+
+    Returns:
+        ``(logits, activations)``: float32 logits, one row per ablation, and the layer's
+        output, one row per image of ``inputs``.
     """
     model = probe.model
     _, cut = resolve_layer(model, path)
     expanded: dict[int, Any] = {}
+    captured = []
 
     def grow(value):
         if isinstance(value, tf.Tensor) and id(value) not in expanded and value.shape.rank:
@@ -852,6 +859,7 @@ def ablated_logits(probe: Probe, path: str, inputs: list, local, keep) -> tf.Ten
     def call(layer, where, args, kwargs):
         if layer is cut:
             out = layer(*args, **kwargs)
+            captured.append(out)
             shape = [-1] + [1] * (out.shape.rank - 2) + [keep.shape[-1]]
             out = tf.gather(out, local) * tf.cast(tf.reshape(keep, shape), out.dtype)
         elif any(id(t) in expanded for t in keras.tree.flatten((args, kwargs))):
@@ -866,7 +874,7 @@ def ablated_logits(probe: Probe, path: str, inputs: list, local, keep) -> tf.Ten
     logits = run_graph(model, inputs, call)[probe.output_index]
     if id(logits) not in expanded:  # an output that does not depend on the layer
         logits = tf.gather(logits, local)
-    return tf.cast(logits, tf.float32)
+    return tf.cast(logits, tf.float32), tf.cast(captured[0], tf.float32)
 
 
 def _ablation_cam(
@@ -877,19 +885,25 @@ def _ablation_cam(
     per_image: int,
     inputs,
     keep,
-    indices,
     start,
     stop,
 ):
     rows, which, local, count = expanded_rows(start, stop, per_image)
     first = start // per_image
-    touched = [tf.gather(x, first + tf.range(count)) for x in inputs]
+    images = first + tf.range(count)
+    touched = [tf.gather(x, images) for x in inputs]
     # Row 0 of an image is not ablated; row j > 0 zeroes its kept channel j - 1.
     j = rows % per_image
     channel = tf.gather_nd(keep, tf.stack([which, tf.maximum(j - 1, 0)], axis=1))
     off = tf.one_hot(channel, depth) * tf.cast(j > 0, tf.float32)[:, None]
-    logits = ablated_logits(probe, path, touched, local, 1.0 - off)
-    return rule.scores(logits, tf.gather(indices, which))
+    logits, activations = ablated_logits(probe, path, touched, local, 1.0 - off)
+    # The activations of the images whose first row is in this chunk: each image once.
+    own = tf.boolean_mask(activations, images * per_image >= start)
+    if rule.fn is not None:
+        return rule.scores(logits, tf.zeros_like(rows)), own
+    # Every class's score: the class an image is explained for may be its prediction, read
+    # from its unablated row, which may lie in an earlier chunk.
+    return rule.class_logits(logits), own
 
 
 def ablation_cam(
@@ -911,14 +925,16 @@ def ablation_cam(
     of the layer set to 0. (The paper divides by ``y``; that only rescales an image's raw
     map, and would flip it for a negative logit, so it is left out.) The ablations are
     batched like Score-CAM's masked passes, and cheaper: only the part of the model after the
-    layer runs once per ablation (:func:`ablated_logits`); the part before it runs once per
-    image. The ``n * (channels + 1)`` rows (one unablated row per image) run in chunks of
-    ``batch_size`` rows (None: ``max(n, 32)``).
+    layer runs once per ablation; the part before it runs once per image
+    (:func:`ablated_logits`). The ``n * (channels + 1)`` rows (one unablated row per image)
+    run in chunks of ``batch_size`` rows (None: ``max(n, 32)``), and the same pass returns the
+    layer's activations.
 
     Args:
         max_channels: ablate only this many channels per image, those with the largest mean
             absolute activation (a channel that is almost 0 everywhere changes little when
-            zeroed); the others weigh 0. None for all.
+            zeroed); the others weigh 0. None for all. Choosing them costs one more forward
+            pass of the images.
         Others: as in :func:`cam`.
 
     Returns:
@@ -959,36 +975,43 @@ def ablation_cam(
         )
     (path,), _ = cam_layers(model, layer)
     batch, probe, target = setup(model, inputs, targets, layers=[path], output=output)
-    fn = probe.step(_score_cam_activations, target.rule)
-    activations, indices = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
-    n, channels = activations.shape[0], activations.shape[-1]
-    kept = channels
-    if max_channels is not None:
+    n = batch.n
+    channels = int(probe.view.outputs[0].shape[-1])
+    if max_channels is None:
+        keep = np.tile(np.arange(channels, dtype=np.int32), (n, 1))
+    else:
         kept = integer(max_channels, "max_channels", minimum=1)
         if kept > channels:
             raise ValueError(
                 f"Expected `max_channels` in [1, {channels}], at most the channels of layer "
                 f"{path!r}. Received: max_channels={max_channels}."
             )
-    mass = np.abs(activations).reshape(n, -1, channels).mean(axis=1)
-    keep = np.argsort(-mass, axis=1, kind="stable")[:, :kept].astype(np.int32)
-    per_image = kept + 1
+        fn = probe.step(_score_cam_activations, target.rule)
+        activations, _ = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
+        mass = np.abs(activations).reshape(n, -1, channels).mean(axis=1)
+        keep = np.argsort(-mass, axis=1, kind="stable")[:, :kept].astype(np.int32)
+    per_image = keep.shape[1] + 1
     step = probe.step(_ablation_cam, target.rule, path, channels, per_image)
     total = n * per_image
-    scores = run_rows(
-        step,
-        total,
-        rows_per_pass(batch_size, n, total),
-        [tf.constant(a) for a in batch.arrays],
-        tf.constant(keep),
-        tf.constant(indices),
-    )
-    scores = scores.numpy().astype(np.float64).reshape(n, per_image)
+    rows = rows_per_pass(batch_size, n, total)
+    xs, keep_t = [tf.constant(a) for a in batch.arrays], tf.constant(keep)
+    parts = [
+        step(xs, keep_t, tf.constant(start, tf.int32), tf.constant(min(start + rows, total)))
+        for start in range(0, total, rows)
+    ]
+    values = tf.concat([v for v, _ in parts], axis=0).numpy().astype(np.float64)
+    activations = tf.concat([a for _, a in parts], axis=0)
+    if target.rule.fn is None:
+        values = values.reshape(n, per_image, -1)
+        classes = np.where(target.indices < 0, values[:, 0].argmax(axis=-1), target.indices)
+        scores = np.take_along_axis(values, classes[:, None, None], axis=2)[..., 0]
+    else:
+        scores = values.reshape(n, per_image)
     weights = np.zeros((n, channels), np.float32)
     np.put_along_axis(weights, keep, (scores[:, :1] - scores[:, 1:]).astype(np.float32), axis=1)
-    result = combine(tf.constant(activations), tf.constant(weights), relu, smooth == "eigen")
+    result = combine(activations, tf.constant(weights), relu, smooth == "eigen").numpy()
     if upsample == "bilinear":
-        size = _linear_target(batch, activations.ndim - 2)[1]
-        return batch.squeeze(project_host(result.numpy(), None, upsample, size))
+        size = _linear_target(batch, result.ndim - 1)[1]
+        return batch.squeeze(project_host(result, None, upsample, size))
     rf = _field(model, path, batch) if upsample == "receptive_field" else None
-    return batch.squeeze(project_host(result.numpy(), rf, upsample))
+    return batch.squeeze(project_host(result, rf, upsample))
