@@ -317,8 +317,10 @@ def _inverse(rf: ReceptiveField) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # Path counts: the effective receptive field of the network's linearized geometry
 
-#: Separable terms carried exactly before a 2D sum of them is compressed (deep residual nets).
-_MAX_TERMS = 64
+#: A 2D sum of more separable terms than this is compressed once, at the end (deep residual
+#: networks); one of more than ``_HARD_CAP`` terms also on the way, to bound memory.
+_MAX_TERMS = 1024
+_HARD_CAP = 4096
 #: Singular values below this share of the largest are dropped when compressing.
 _RANK_TOLERANCE = 1e-13
 
@@ -344,9 +346,10 @@ class PathCounts:
     are combined. This is exact for convolutions (dilated and strided included), pooling,
     padding, cropping, position-wise layers, merges and measured layers (their fitted
     window). Squeeze-and-excitation gates are channel weighting and add no spatial path, and a
-    Multiply of two spatial branches is counted like an Add (its geometry). Beyond 64 terms, a
-    2D sum is compressed to its numerical rank by a truncated SVD (relative tolerance 1e-13 of
-    the largest singular value): exact to float64 precision relative to the largest count.
+    Multiply of two spatial branches is counted like an Add (its geometry). ResNet50's last
+    block has 560 terms; a 2D sum of more than 1024 is compressed once to its numerical rank
+    by a truncated SVD (relative tolerance 1e-13 of the largest singular value): exact to
+    float64 precision relative to the largest count.
 
     Example:
         >>> rf = kerasviz.receptive_field(model, "conv4")
@@ -382,16 +385,17 @@ class PathCounts:
             total += np.exp(log_scale) * np.transpose(outer, order)
         return total
 
-    def plan(self) -> tuple[tuple[tuple[np.ndarray, ...], ...], np.ndarray, np.ndarray]:
+    def plan(self) -> tuple:
         """What :func:`backproject` needs: per term the transposed per-axis matrices ``(pixels,
         units)`` (relative scales folded in), ``1 / sum_u P(u, p)`` per pixel (0 where no
-        unit reaches it) and the mask of pixels no unit reaches."""
+        unit reaches it), the mask of pixels no unit reaches, and for 2D the terms stacked
+        for two matrix products: ``(T * H, h)`` and ``(T * w, W)``."""
         if self._plan is None:
             terms = self.terms()
             sizes = tuple(int(n) for n in _input_sizes(self._geo, terms))
             if not terms:
                 inverse = np.zeros(sizes)
-                self._plan = ((), inverse, np.ones(sizes, bool))
+                self._plan = ((), inverse, np.ones(sizes, bool), None)
             else:
                 logs = np.array([log_scale for log_scale, _ in terms])
                 scales = np.exp(logs - logs.max())
@@ -405,7 +409,13 @@ class PathCounts:
                 limit = 1e-12 * denominator.max() if self._compressed else 0.0
                 uncovered = denominator <= limit
                 inverse = np.where(uncovered, 0.0, 1.0 / np.where(uncovered, 1.0, denominator))
-                self._plan = (tuple(transposed), inverse, uncovered)
+                stacked = None
+                if len(sizes) == 2:
+                    stacked = (
+                        np.concatenate([t[0] for t in transposed], axis=0),
+                        np.concatenate([np.ascontiguousarray(t[1].T) for t in transposed]),
+                    )
+                self._plan = (tuple(transposed), inverse, uncovered, stacked)
             for part in (self._plan[1], self._plan[2]):
                 part.setflags(write=False)
         return self._plan
@@ -529,10 +539,13 @@ def _path_terms(geo: tuple) -> tuple[list[Term], bool]:
                     terms.append(term)
         else:
             terms = _combined([t for b in before for t in memo[key(b)]])
-            if len(axes) == 2 and len(terms) > _MAX_TERMS:
+            if len(axes) == 2 and len(terms) > _HARD_CAP:
                 terms, compressed = _compressed_2d(terms), True
         memo[k] = terms
-    return memo[key(tuple(geo))], compressed
+    terms = memo[key(tuple(geo))]
+    if len(geo) == 2 and len(terms) > _MAX_TERMS:
+        terms, compressed = _compressed_2d(terms), True
+    return terms, compressed
 
 
 def _effective_plan(rf: ReceptiveField):
@@ -591,15 +604,37 @@ def _check_method(method: Any) -> str:
     return method
 
 
-def _effective_host(x: np.ndarray, terms: tuple, sizes: tuple) -> np.ndarray:
-    """``sum_u P(u, p) x_u`` for ``x`` ``(n, *map_size[, c])``: ``(n, *sizes[, c])`` float64."""
-    d = len(sizes)
-    summed = np.zeros((x.shape[0], *sizes, *x.shape[1 + d :]))
+def _effective_tf(x: tf.Tensor, plan: tuple, sizes: tuple) -> tf.Tensor:
+    """``sum_u P(u, p) x_u`` for float64 ``x`` ``(n, *map_size[, c])``: ``(n, *sizes[, c])``.
+
+    2D: two matrix products with the stacked terms; other ranks: one tensordot per axis and
+    term."""
+    terms, _, _, stacked = plan
+    rank = len(x.shape)
+    if stacked is not None and terms:
+        first, second = (tf.constant(a, tf.float64) for a in stacked)
+        channels = rank == 4
+        m = tuple(x.shape[1:3])
+        y = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, *m]) if channels else x
+        u = tf.matmul(first, y)  # (N, T * H, w), the matrix broadcast over the batch
+        count, h_out, n_rows = len(terms), sizes[0], tf.shape(y)[0]
+        u = tf.reshape(
+            tf.transpose(tf.reshape(u, [n_rows, count, h_out, m[1]]), [0, 2, 1, 3]),
+            [n_rows, h_out, count * m[1]],
+        )
+        out = tf.matmul(u, second)  # (N, H, W)
+        if channels:
+            out = tf.transpose(tf.reshape(out, [tf.shape(x)[0], -1, *sizes]), [0, 2, 3, 1])
+        return out
+    summed = None
     for transposed in terms:
         y = x
         for ax, t in enumerate(transposed, start=1):
-            y = np.moveaxis(np.tensordot(t, y, axes=([1], [ax])), 0, ax)
-        summed = summed + y
+            moved = tf.tensordot(tf.constant(t, tf.float64), y, axes=[[1], [ax]])
+            y = tf.transpose(moved, [*range(1, ax + 1), 0, *range(ax + 1, rank)])
+        summed = y if summed is None else summed + y
+    if summed is None:  # no unit reaches any pixel
+        summed = tf.zeros_like(x[(slice(None), *(slice(0, 1),) * len(sizes))])
     return summed
 
 
@@ -672,10 +707,11 @@ def backproject(
         x = x[None]
     plan = _effective_plan(rf) if method == "effective" else None
     if plan is not None:
-        terms, inverse, uncovered = plan
+        _, inverse, uncovered, _ = plan
         if channels:
             inverse, uncovered = inverse[..., None], uncovered[..., None]
-        summed = _effective_host(x.astype(np.float64), terms, rf.input_size)
+        # TensorFlow's batched matrix products, eagerly: several times numpy's broadcast matmul
+        summed = _effective_tf(tf.constant(x, tf.float64), plan, rf.input_size).numpy()
         out = (summed * inverse).astype(np.float32)
         if fill != 0 and uncovered.any():
             out = np.where(uncovered, np.float32(fill), out)
@@ -729,16 +765,8 @@ def backproject_tf(
     rank = len(x.shape)
     plan = _effective_plan(rf) if method == "effective" else None
     if plan is not None:
-        terms, inverse, uncovered = plan
-        summed = None
-        for transposed in terms:
-            y = x
-            for ax, t in enumerate(transposed, start=1):
-                moved = tf.tensordot(tf.constant(t, tf.float64), y, axes=[[1], [ax]])
-                y = tf.transpose(moved, [*range(1, ax + 1), 0, *range(ax + 1, rank)])
-            summed = y if summed is None else summed + y
-        if summed is None:  # no unit reaches any pixel
-            summed = tf.zeros_like(x[(slice(None), *(slice(0, 1),) * rf.ndim)])
+        _, inverse, uncovered, _ = plan
+        summed = _effective_tf(x, plan, rf.input_size)
         if channels:
             inverse, uncovered = inverse[..., None], uncovered[..., None]
         out = tf.cast(summed * tf.constant(inverse, tf.float64), tf.float32)
