@@ -293,6 +293,8 @@ def test_seeds_reproduce_and_batching_does_not_change_results(images):
         np.testing.assert_array_equal(get(first), get(again))
         np.testing.assert_allclose(get(first), get(other_chunks), rtol=1e-4, atol=1e-6)
         assert not np.allclose(get(first), get(other_seed))
+        alone = method(model, images[1:], seed=5, batch_size=16, **kwargs)
+        np.testing.assert_allclose(get(alone), get(first)[1:], rtol=1e-4, atol=1e-6)
 
 
 def test_predicted_class_is_held_and_chunks_share_one_compiled_step(images):

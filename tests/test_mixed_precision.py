@@ -17,12 +17,22 @@ import keras
 import numpy as np
 import pytest
 from test_readonly import CALLS as READONLY_CALLS
-from test_readonly import SIZE, X, _callback_epoch, _dashboard_requests, _explain_dataset
+from test_readonly import GRID, SIZE, X, _callback_epoch, _dashboard_requests, _explain_dataset
 
 import kerasviz
 
 QUICK = {"steps": 2, "transforms": (), "regularizers": ()}
 EPSILON = 0.01
+GREY_LOGITS = {"baseline": 0.5, "probabilities": False, "seed": 0}
+
+
+def _score_units(result) -> np.ndarray:
+    """LIME's and KernelSHAP's superpixel weights next to the scores they decompose, ``(n, S +
+    2)``: the weights are differences of scores, so float16's rounding of the scores bounds
+    their error, and the tolerance is relative to the scores (the weights alone can be
+    smaller than that rounding on this untrained model)."""
+    return np.concatenate([result.weights, result.score[:, None], result.intercept[:, None]], 1)
+
 
 #: policy -> (largest error, mean error), both relative to the result's largest magnitude.
 TOLERANCES = {"mixed_float16": (2e-2, 2e-3), "mixed_bfloat16": (0.3, 1e-2)}
@@ -88,6 +98,15 @@ CALLS = {
     "attribution.guided_model": lambda m: kerasviz.attribution.guided_model(m)(X),
     "guided_grad_cam": lambda m: kerasviz.guided_grad_cam(m, X),
     "occlusion": lambda m: kerasviz.occlusion(m, X, patch=8, stride=4),
+    "hires_cam": lambda m: kerasviz.hires_cam(m, X, smooth="augment"),
+    "xgrad_cam": lambda m: kerasviz.xgrad_cam(m, X, smooth="eigen"),
+    "eigen_cam": lambda m: kerasviz.eigen_cam(m, X, layer=["b_conv1", "b_conv2"]),
+    "ablation_cam": lambda m: kerasviz.ablation_cam(m, X, max_channels=4),
+    "lime": lambda m: _score_units(kerasviz.lime(m, X, segments=GRID, samples=16, **GREY_LOGITS)),
+    "kernel_shap": lambda m: _score_units(
+        kerasviz.kernel_shap(m, X, segments=GRID, samples=14, **GREY_LOGITS)
+    ),
+    "rise": lambda m: kerasviz.rise(m, X, masks=16, seed=0),
     "maximize": lambda m: kerasviz.maximize(
         m, [kerasviz.channel("b_conv2", 0), kerasviz.logit(1)], **QUICK
     ),

@@ -237,6 +237,13 @@ def _baseline(baseline: Any, images: np.ndarray) -> np.ndarray:
     return out
 
 
+def _seed(seed: Any) -> int:
+    """The checked seed; None draws one, so that every image of the call shares it."""
+    if seed is None:
+        return int(np.random.default_rng().integers(2**62))
+    return integer(seed, "seed")
+
+
 def _finish(batch: Batch, **fields: np.ndarray) -> SuperpixelAttribution:
     return SuperpixelAttribution(**{k: batch.squeeze(v) for k, v in fields.items()})
 
@@ -366,8 +373,8 @@ def lime(
         baseline: the value of removed pixels: None for each superpixel's mean colour, a
             number, or an image broadcastable to ``(n, H, W, C)``.
         probabilities: explain the target's probability (default) or, if False, its logit.
-        seed: seed of the samples; None draws fresh ones. Results do not depend on
-            ``batch_size``.
+        seed: seed of the samples; None draws fresh ones. An image's result depends neither
+            on ``batch_size`` nor on the other images.
         batch_size: rows (perturbed images) per forward pass; None: ``max(n, 32)``.
         output: which model output to explain, for models with several.
 
@@ -390,13 +397,17 @@ def lime(
     kernel_width = number(kernel_width, "kernel_width", low=0, open_low=True)
     ridge = number(ridge, "ridge", low=0)
     probabilities = boolean(probabilities, "probabilities")
-    seed = None if seed is None else integer(seed, "seed")
+    seed = _seed(seed)
     batch, probe, target, images, labels, counts, baselines = _prepare(
         model, inputs, targets, segments, baseline, output, batch_size
     )
     n, most = batch.n, int(counts.max())
-    rng = np.random.default_rng(seed)
-    bank = rng.integers(0, 2, size=(n, samples, most), dtype=np.uint8).astype(bool)
+    # Each image draws from its own generator seeded alike: its samples depend on the seed and
+    # its own superpixel count only, not on the other images in the batch.
+    bank = np.zeros((n, samples, most), bool)
+    for i, k in enumerate(counts):
+        rng = np.random.default_rng(seed)
+        bank[i, :, :k] = rng.integers(0, 2, size=(samples, k), dtype=np.uint8)
     bank[:, 0] = True
     scores = _score_bank(
         probe,
@@ -568,13 +579,13 @@ def kernel_shap(
     """
     samples = positive_int(samples, "samples")
     probabilities = boolean(probabilities, "probabilities")
-    seed = None if seed is None else integer(seed, "seed")
+    seed = _seed(seed)
     batch, probe, target, images, labels, counts, baselines = _prepare(
         model, inputs, targets, segments, baseline, output, batch_size
     )
     n, most = batch.n, int(counts.max())
-    rng = np.random.default_rng(seed)
-    drawn = [shapley_coalitions(int(k), samples, rng) for k in counts]
+    # One generator per image, seeded alike: an image's coalitions do not depend on the batch.
+    drawn = [shapley_coalitions(int(k), samples, np.random.default_rng(seed)) for k in counts]
     rows = 2 + max(len(z) for z, _ in drawn)
     # Row 0 keeps every superpixel, row 1 none; unused rows (fewer coalitions) weigh 0.
     bank = np.zeros((n, rows, most), bool)
@@ -715,8 +726,8 @@ def rise(
             an image broadcastable to ``(n, H, W, C)``.
         probabilities: weight masks by the target's probability (default, as in the paper)
             or, if False, by its logit.
-        seed: seed of the masks; None draws fresh ones. Results do not depend on
-            ``batch_size``.
+        seed: seed of the masks, shared by every image; None draws fresh ones. An image's
+            result depends neither on ``batch_size`` nor on the other images.
         batch_size: rows (masked images) per forward pass; None: ``max(n, 32)``.
         output: which model output to explain, for models with several.
 
@@ -736,7 +747,7 @@ def rise(
     masks = positive_int(masks, "masks")
     p = number(p, "p", low=0, high=1, open_low=True, open_high=True)
     probabilities = boolean(probabilities, "probabilities")
-    seed = None if seed is None else integer(seed, "seed")
+    seed = _seed(seed)
     batch, probe, target = _images(model, inputs, targets, output)
     images = batch.arrays[0]
     n, height, width = images.shape[:3]

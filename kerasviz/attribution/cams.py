@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from kerasviz._checks import boolean, choice, integer
 from kerasviz._engine import expanded_rows, fix_predictions, rows_per_pass, run_rows, setup
-from kerasviz._graph import run_graph
+from kerasviz._graph import model_inputs, run_graph
 from kerasviz._inputs import Batch, run_chunked
 from kerasviz._layers import LayerSpec, default_cam_layer, require_spatial, resolve_layer
 from kerasviz._probe import Probe, get_probe, pre_activation
@@ -825,85 +825,97 @@ def eigen_cam(
 # Ablation-CAM
 
 
-def ablated_logits(
-    probe: Probe, path: str, inputs: list, local, keep
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """The logits with layer ``path``'s output multiplied per row by ``keep`` ``(rows, c)``.
+def ablation_views(probe: Probe, path: str) -> tuple[keras.Model, keras.Model]:
+    """The model cut after layer ``path``: ``(front, tail)`` views for Ablation-CAM.
 
-    Runs inside compiled code. The model's graph is run on ``inputs`` (one row per image)
-    with :func:`~kerasviz._graph.run_graph`: every layer that does not depend on the layer's
-    output runs once per image; the layer's output is expanded to one row per ablation
-    (``tf.gather(output, local) * keep``) and only the layers that depend on it run on the
-    expanded rows, any other tensor they read (a skip connection) gathered by ``local`` too.
-    The head's softmax or sigmoid is bypassed as in the probe.
+    ``front(inputs)`` returns the layer's output followed by every other tensor that the part
+    of the model after the layer reads (a skip connection around it, say); ``tail([output,
+    *others])`` returns the logits (the head's softmax or sigmoid bypassed, as in the probe).
+    Both are built with :func:`~kerasviz._graph.run_graph` over the user's own layers, nested
+    models included; a layer runs in the tail exactly when it depends on the layer's output.
+    Cached per probe (:meth:`~kerasviz._probe.Probe.cached`).
 
-    Returns:
-        ``(logits, activations)``: float32 logits, one row per ablation, and the layer's
-        output, one row per image of ``inputs``.
+    Raises:
+        ValueError: when the explained output does not depend on the layer.
     """
     model = probe.model
     _, cut = resolve_layer(model, path)
-    expanded: dict[int, Any] = {}
-    captured = []
-
-    def grow(value):
-        if isinstance(value, tf.Tensor) and id(value) not in expanded and value.shape.rank:
-            return tf.gather(value, local)
-        return value
+    tail_ids: set[int] = set()  # tensors of the tail graph
+    crossing: dict[int, tuple[Any, Any]] = {}  # front tensor the tail reads -> (it, tail input)
+    cut_pair: list = []  # (the layer's output, the tail input standing for it)
 
     def run(layer, where, args, kwargs):
         if where == probe.bypassed:
             return pre_activation(layer, args[0])
         return layer(*args, **kwargs)
 
+    def tail_input(value):
+        if not isinstance(value, keras.KerasTensor) or id(value) in tail_ids:
+            return value
+        if id(value) not in crossing:
+            crossing[id(value)] = (value, keras.Input(value.shape[1:], dtype=value.dtype))
+        return crossing[id(value)][1]
+
     def call(layer, where, args, kwargs):
         if layer is cut:
             out = layer(*args, **kwargs)
-            captured.append(out)
-            shape = [-1] + [1] * (out.shape.rank - 2) + [keep.shape[-1]]
-            out = tf.gather(out, local) * tf.cast(tf.reshape(keep, shape), out.dtype)
-        elif any(id(t) in expanded for t in keras.tree.flatten((args, kwargs))):
-            args, kwargs = keras.tree.map_structure(grow, (args, kwargs))
-            out = run(layer, where, args, kwargs)
-        else:
+            substitute = keras.Input(out.shape[1:], dtype=out.dtype)
+            cut_pair.extend([out, substitute])
+            tail_ids.add(id(substitute))
+            return substitute
+        leaves = keras.tree.flatten((args, kwargs))
+        if not any(id(t) in tail_ids for t in leaves):
             return run(layer, where, args, kwargs)
-        for t in keras.tree.flatten(out):
-            expanded[id(t)] = t
+        args, kwargs = keras.tree.map_structure(tail_input, (args, kwargs))
+        out = run(layer, where, args, kwargs)
+        tail_ids.update(id(t) for t in keras.tree.flatten(out))
         return out
 
+    inputs = model_inputs(model)
     logits = run_graph(model, inputs, call)[probe.output_index]
-    if id(logits) not in expanded:  # an output that does not depend on the layer
-        logits = tf.gather(logits, local)
-    return tf.cast(logits, tf.float32), tf.cast(captured[0], tf.float32)
+    if id(logits) not in tail_ids:
+        raise ValueError(
+            f"Expected the explained output to depend on `layer` for Ablation-CAM. Received: "
+            f"layer={path!r}, which the output does not read."
+        )
+    activation, substitute = cut_pair
+    pairs = list(crossing.values())
+    front = keras.Model(inputs, [activation, *[t for t, _ in pairs]])
+    tail = keras.Model([substitute, *[t for _, t in pairs]], logits)
+    return front, tail
 
 
-def _ablation_cam(
-    probe: Probe,
-    rule: ScoreRule,
-    path: str,
-    depth: int,
-    per_image: int,
-    inputs,
-    keep,
-    start,
-    stop,
+def _ablation_front(probe: Probe, path: str, kept: int, inputs):
+    front, _ = probe.cached(ablation_views, path)
+    fronts = front(list(inputs), training=False)
+    fronts = fronts if isinstance(fronts, list | tuple) else [fronts]
+    activations = tf.cast(fronts[0], tf.float32)
+    rank = activations.shape.rank
+    mass = tf.reduce_mean(tf.abs(activations), axis=list(range(1, rank - 1)))  # (n, c)
+    # The channels with the largest mean |activation|, ties to the lower index.
+    keep = tf.math.top_k(mass, k=kept).indices
+    return list(fronts), activations, keep
+
+
+def _ablation_tail(
+    probe: Probe, rule: ScoreRule, path: str, per_image: int, fronts, keep, start, stop
 ):
-    rows, which, local, count = expanded_rows(start, stop, per_image)
-    first = start // per_image
-    images = first + tf.range(count)
-    touched = [tf.gather(x, images) for x in inputs]
+    _, tail = probe.cached(ablation_views, path)
+    rows, which, _, _ = expanded_rows(start, stop, per_image)
+    values = [tf.gather(f, which) for f in fronts]
     # Row 0 of an image is not ablated; row j > 0 zeroes its kept channel j - 1.
     j = rows % per_image
     channel = tf.gather_nd(keep, tf.stack([which, tf.maximum(j - 1, 0)], axis=1))
+    depth = values[0].shape[-1]
     off = tf.one_hot(channel, depth) * tf.cast(j > 0, tf.float32)[:, None]
-    logits, activations = ablated_logits(probe, path, touched, local, 1.0 - off)
-    # The activations of the images whose first row is in this chunk: each image once.
-    own = tf.boolean_mask(activations, images * per_image >= start)
+    shape = [-1] + [1] * (values[0].shape.rank - 2) + [depth]
+    values[0] = values[0] * tf.cast(tf.reshape(1.0 - off, shape), values[0].dtype)
+    logits = tf.cast(tail(values, training=False), tf.float32)
     if rule.fn is not None:
-        return rule.scores(logits, tf.zeros_like(rows)), own
-    # Every class's score: the class an image is explained for may be its prediction, read
-    # from its unablated row, which may lie in an earlier chunk.
-    return rule.class_logits(logits), own
+        return rule.scores(logits, tf.zeros_like(rows))
+    # Every class's score: an image may be explained for its prediction, read on the host
+    # from its unablated row.
+    return rule.class_logits(logits)
 
 
 def ablation_cam(
@@ -924,17 +936,16 @@ def ablation_cam(
     ``w_k = y - y_k``, with ``y`` the target's logit and ``y_k`` the logit with channel ``k``
     of the layer set to 0. (The paper divides by ``y``; that only rescales an image's raw
     map, and would flip it for a negative logit, so it is left out.) The ablations are
-    batched like Score-CAM's masked passes, and cheaper: only the part of the model after the
-    layer runs once per ablation; the part before it runs once per image
-    (:func:`ablated_logits`). The ``n * (channels + 1)`` rows (one unablated row per image)
-    run in chunks of ``batch_size`` rows (None: ``max(n, 32)``), and the same pass returns the
-    layer's activations.
+    batched like Score-CAM's masked passes, and cheaper: the model is cut after the layer
+    (:func:`ablation_views`); the part before the cut runs once per image, and only the part
+    after it runs once per ablation, on the layer's output with one channel zeroed. The
+    ``channels + 1`` rows of an image (one not ablated) run in chunks of ``batch_size`` rows
+    (None: ``max(n, 32)``), a group of whole images at a time.
 
     Args:
         max_channels: ablate only this many channels per image, those with the largest mean
             absolute activation (a channel that is almost 0 everywhere changes little when
-            zeroed); the others weigh 0. None for all. Choosing them costs one more forward
-            pass of the images.
+            zeroed); the others weigh 0. None for all.
         Others: as in :func:`cam`.
 
     Returns:
@@ -977,30 +988,30 @@ def ablation_cam(
     batch, probe, target = setup(model, inputs, targets, layers=[path], output=output)
     n = batch.n
     channels = int(probe.view.outputs[0].shape[-1])
-    if max_channels is None:
-        keep = np.tile(np.arange(channels, dtype=np.int32), (n, 1))
-    else:
+    kept = channels
+    if max_channels is not None:
         kept = integer(max_channels, "max_channels", minimum=1)
         if kept > channels:
             raise ValueError(
                 f"Expected `max_channels` in [1, {channels}], at most the channels of layer "
                 f"{path!r}. Received: max_channels={max_channels}."
             )
-        fn = probe.step(_score_cam_activations, target.rule)
-        activations, _ = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
-        mass = np.abs(activations).reshape(n, -1, channels).mean(axis=1)
-        keep = np.argsort(-mass, axis=1, kind="stable")[:, :kept].astype(np.int32)
-    per_image = keep.shape[1] + 1
-    step = probe.step(_ablation_cam, target.rule, path, channels, per_image)
-    total = n * per_image
-    rows = rows_per_pass(batch_size, n, total)
-    xs, keep_t = [tf.constant(a) for a in batch.arrays], tf.constant(keep)
-    parts = [
-        step(xs, keep_t, tf.constant(start, tf.int32), tf.constant(min(start + rows, total)))
-        for start in range(0, total, rows)
-    ]
-    values = tf.concat([v for v, _ in parts], axis=0).numpy().astype(np.float64)
-    activations = tf.concat([a for _, a in parts], axis=0)
+    probe.cached(ablation_views, path)  # builds (and checks) the cut outside compiled code
+    per_image = kept + 1
+    rows = rows_per_pass(batch_size, n, n * per_image)
+    front = probe.step(_ablation_front, path, kept)
+    tail = probe.step(_ablation_tail, target.rule, path, per_image)
+    group = max(1, rows // per_image)  # whole images per group: each front runs once
+    values, activations, keeps = [], [], []
+    for first in range(0, n, group):
+        images = slice(first, min(first + group, n))
+        fronts, a, keep = front([tf.constant(x[images]) for x in batch.arrays])
+        total = (images.stop - images.start) * per_image
+        values.append(run_rows(tail, total, rows, fronts, keep))
+        activations.append(a)
+        keeps.append(keep)
+    values = tf.concat(values, axis=0).numpy().astype(np.float64)
+    keep = tf.concat(keeps, axis=0).numpy()
     if target.rule.fn is None:
         values = values.reshape(n, per_image, -1)
         classes = np.where(target.indices < 0, values[:, 0].argmax(axis=-1), target.indices)
@@ -1009,7 +1020,8 @@ def ablation_cam(
         scores = values.reshape(n, per_image)
     weights = np.zeros((n, channels), np.float32)
     np.put_along_axis(weights, keep, (scores[:, :1] - scores[:, 1:]).astype(np.float32), axis=1)
-    result = combine(activations, tf.constant(weights), relu, smooth == "eigen").numpy()
+    maps = combine(tf.concat(activations, 0), tf.constant(weights), relu, smooth == "eigen")
+    result = maps.numpy()
     if upsample == "bilinear":
         size = _linear_target(batch, result.ndim - 1)[1]
         return batch.squeeze(project_host(result, None, upsample, size))
