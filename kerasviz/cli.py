@@ -550,6 +550,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def console() -> None:
+    """The ``kerasviz`` console script: :func:`main`, then the process ends at once.
+
+    Everything the command writes is written and flushed by then; the interpreter's teardown
+    of TensorFlow (its graphs and traced functions) can take seconds on a busy machine, time a
+    report planned to a budget has no use for.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 # ----------------------------------------------------------------------------- serve
 
 
@@ -617,4 +631,4 @@ def _cmd_summarize(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -22,8 +22,13 @@ from kerasviz.cli import main
 from kerasviz.report import SECTIONS, Budget, Costs, InputSpace, Progress, Report, png_size
 from kerasviz.report.budget import Work, fit, multiply_adds, run_optimization, suggest_budget
 from kerasviz.report.schedule import analyze, select_sections
-from kerasviz.report.sections import standard_tolerance
-from kerasviz.report.subject import Settings, Subject
+from kerasviz.report.sections import (
+    _sec_grad_cam,
+    _sec_signed_cam,
+    _signed_pair,
+    standard_tolerance,
+)
+from kerasviz.report.subject import Settings, Subject, prepare
 from kerasviz.report.views import neuron_canvas, paste
 
 CHROMIUM_FLAGS = [
@@ -533,3 +538,28 @@ def test_sections_that_do_not_fit_are_named_never_dropped(tmp_path, tiny_subject
             assert budget > 12
         else:
             assert "<img " in block or "<table>" in block or "No ground-truth" in block, sid
+
+
+def test_signed_cam_rides_in_grad_cams_batch(tmp_path, tiny_subject):
+    """Shared batches: the signed CAM's two rows come from Grad-CAM's call, no new step."""
+    from dataclasses import replace
+
+    from kerasviz._probe import TRACES
+
+    s = prepare(tiny_subject)
+    report = Report(tmp_path, "shared")
+    work = Work()
+    st = replace(Settings.fast(), work=work)
+    _sec_grad_cam([s], st, report.section("grad-cam", "Grad-CAM"))
+    raw = work.shared[("signed", id(s.model))]
+    x, _, (a, b), _ = _signed_pair(s)
+    assert a == int(np.argmax(s.scores[0])) and a != b
+    direct = kerasviz.grad_cam(
+        s.model, np.concatenate([x, x]), [a, b], s.cam_layer, relu=False, upsample=None
+    )
+    np.testing.assert_allclose(raw, direct, rtol=1e-4, atol=1e-6)
+    assert (raw < 0).any()  # without ReLU: evidence against shows
+    traces = sum(TRACES.values())
+    _sec_signed_cam([s], st, report.section("signed-cam", "Signed"))
+    assert sum(TRACES.values()) == traces
+    assert "signed_cam.png" in report.files and "signed_cam_each.png" in report.files

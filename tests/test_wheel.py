@@ -46,7 +46,7 @@ def test_wheel_holds_the_package_its_data_and_the_command(wheel):
             data = archive.read(f"kerasviz/demo_models/{model}")
             assert data == (ROOT / "kerasviz" / "demo_models" / model).read_bytes()
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-        assert "kerasviz = kerasviz.cli:main" in archive.read(entry_points).decode()
+        assert "kerasviz = kerasviz.cli:console" in archive.read(entry_points).decode()
     for name in (
         "kerasviz/__init__.py",
         "kerasviz/_api.py",

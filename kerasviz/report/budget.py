@@ -106,21 +106,25 @@ class Costs:
         return self.trace * factor * max(share, 0.05)
 
 
-def measure(model: Any, image: np.ndarray, forward_seconds: float) -> Costs:
+def measure(model: Any, image: np.ndarray, target: Any, forward_seconds: float) -> Costs:
     """Times two forward+backward passes of one image (the first one traces the step).
+
+    The passes are :func:`kerasviz.saliency` calls, so a report that shows one image's saliency
+    for the same target reuses the traced step.
 
     Args:
         model: the model.
         image: one model input ``(1, h, w, c)``.
+        target: its class, ``(1,)``.
         forward_seconds: seconds per image of a forward pass, already measured.
     """
     import kerasviz
 
     start = time.perf_counter()
-    kerasviz.saliency(model, image)
+    kerasviz.saliency(model, image, target)
     first = time.perf_counter() - start
     start = time.perf_counter()
-    kerasviz.saliency(model, image)
+    kerasviz.saliency(model, image, target)
     second = time.perf_counter() - start
     return Costs.from_model(model, forward_seconds, second, max(first - second, 0.0))
 
@@ -237,12 +241,15 @@ class Work:
         clock: the budget's clock.
         advance: ``advance(units)`` moves the section's progress bar.
         expect: ``expect(units)`` sets how many units the section will report.
+        shared: results one section computes for a later one in the same report (the signed
+            CAM's rows ride in Grad-CAM's batch).
     """
 
     deadline: float | None = None
     clock: Callable[[], float] = time.perf_counter
     advance: Callable[[float], None] = lambda units: None
     expect: Callable[[float], None] = lambda units: None
+    shared: dict = field(default_factory=dict)
 
     def left(self) -> float:
         return math.inf if self.deadline is None else self.deadline - self.clock()

@@ -1,11 +1,13 @@
 """Running the sections: in page order at the full settings, or planned to fit a time budget.
 
 With a budget, the model's costs are measured first (:func:`~kerasviz.report.budget.measure`).
-The sections then run cheapest first and the elastic ones last (filter patterns, whose
-optimization stops at its deadline, absorb what earlier estimates got wrong); each planned
-section gets its weight's share of the seconds left, never less than its minimum while the
-minimums of the sections after it still fit. After every section the estimates are corrected by
-how long it really took. The page keeps the order of :data:`~kerasviz.report.sections.SECTIONS`.
+The sections then run in :data:`RUN_ORDER`: fixed costs first, optimizations last (they stop
+at their deadline with what they have, so they absorb what earlier estimates got wrong, filter
+patterns last of all). Each planned section gets its weight's share of the seconds left, never
+less than its minimum while the minimums of the sections after it still fit; one whose minimum
+cannot fit is skipped with a note naming the ``--budget`` that would include it. After every
+section the estimates are corrected by how long it really took. The page keeps the order of
+:data:`~kerasviz.report.sections.SECTIONS`.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ RUN_ORDER = (
     "predictions",
     "layers",
     "filters",
-    "signed-cam",
     "feature-maps",
     "grad-cam",
+    "signed-cam",
     "adversarial",
     "gradients",
     "inversion",
@@ -41,6 +43,11 @@ RUN_ORDER = (
     "neuron-patterns",
     "filter-patterns",
 )
+
+
+def _run_position(spec: SectionSpec) -> int:
+    """Where a section runs with a budget; one missing from :data:`RUN_ORDER` runs mid-way."""
+    return RUN_ORDER.index(spec.id if spec.id in RUN_ORDER else "gradients")
 
 
 def select_sections(names: Sequence[str] | None) -> list[SectionSpec]:
@@ -79,6 +86,7 @@ class _Runner:
         self.done = 0
         self.progress = progress
         self.budget = budget
+        self.shared: dict = {}
 
     def run(self, spec: SectionSpec, subjects, settings: Settings, deadline=None) -> float:
         self.done += 1
@@ -90,6 +98,7 @@ class _Runner:
             clock=self.budget.clock,
             advance=self.progress.advance,
             expect=self.progress.expect,
+            shared=self.shared,
         )
         start = self.budget.clock()
         spec.build(subjects, replace(settings, work=work), self.slots[spec.id])
@@ -160,7 +169,7 @@ def _measure_all(subjects: list[Subject], forward: float, budget: Budget, progre
     measured: dict[int, Costs] = {}
     for s in subjects:
         if id(s.model) not in measured:
-            measured[id(s.model)] = measure(s.model, s.inputs[:1], forward)
+            measured[id(s.model)] = measure(s.model, s.inputs[:1], s.targets[:1], forward)
     for s in subjects:
         c = measured[id(s.model)]
         progress.message(
@@ -182,7 +191,7 @@ def _planned(report, runner, specs, prepared, settings, budget, forward, costs) 
         f"forward+backward pass {main.backward:.3g} s per image on this machine."
     )
     slowest = max(costs_of(s).backward for s in prepared)
-    order = sorted(specs, key=lambda spec: RUN_ORDER.index(spec.id))
+    order = sorted(specs, key=_run_position)
     knobs = {spec.id: _knobs(spec, prepared, settings, costs_of) for spec in order}
     minimum = {k: v.cost(v.minimum()) for k, v in knobs.items()}
     backward_ok = slowest <= budget.left()
@@ -225,7 +234,7 @@ def _planned(report, runner, specs, prepared, settings, budget, forward, costs) 
             continue
         target = allowed if kn.elastic else allowed * MARGIN
         chosen = kn.start
-        if kn.stages and budget.estimate(kn.cost(kn.start)) > target:
+        if kn.stages and kn.cost(kn.start) > 0 and budget.estimate(kn.cost(kn.start)) > target:
             chosen, _ = fit(
                 lambda v, kn=kn: budget.estimate(kn.cost(v)), kn.start, kn.stages, target
             )

@@ -554,6 +554,22 @@ def _projected(s: Subject, method: Callable, x: np.ndarray, t: np.ndarray, rf: A
     return kerasviz.backproject(cam, rf), kerasviz.resize_bilinear(cam, rf.input_size)
 
 
+def _signed_pair(s: Subject) -> tuple | None:
+    """``(input (1, h, w, c), display, (a, b), what)`` for the signed CAM; None for one class."""
+    if s.scores.shape[1] < 2:
+        return None
+    if s.pair is not None:
+        x, display, (a, b) = s.pair
+        return x[None], display, (int(a), int(b)), "an image holding two objects"
+    a, b = (int(c) for c in np.argsort(-s.scores[0])[:2])
+    return s.inputs[:1], s.display[0], (a, b), f"{s.names[0]} and its two most likely classes"
+
+
+def _shared(st: Settings) -> dict:
+    """Results one section computes for another (shared batches); empty without ``work``."""
+    return st.work.shared if st.work is not None else {}
+
+
 def _sec_grad_cam(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """Where the evidence for the class lies, projected exactly through the receptive fields,
     beside the usual bilinear resize.
@@ -562,9 +578,22 @@ def _sec_grad_cam(subjects: list[Subject], st: Settings, sec: Section) -> None:
         n = min(st.show, len(s.inputs))
         x, t = s.inputs[:n], s.targets[:n]
         rf = kerasviz.receptive_field(s.model, s.cam_layer)
+        # The signed CAM's two rows ride in Grad-CAM's batch: one compiled step, not two. The
+        # maps come without ReLU and at the layer's resolution; both are applied here.
+        pair = _signed_pair(s) if s is subjects[0] else None
+        rows, targets = x, t
+        if pair is not None:
+            rows = np.concatenate([x, pair[0], pair[0]])
+            targets = np.concatenate([t, pair[2]])
         maps = {}
         for name, method in _CAMS:
-            maps[f"{name}\nexact RF"], maps[f"{name}\nresize"] = _projected(s, method, x, t, rf)
+            use = (rows, targets) if name == "Grad-CAM" else (x, t)
+            raw = method(s.model, *use, s.cam_layer, upsample=None, relu=False)
+            if name == "Grad-CAM" and pair is not None:
+                _shared(st)[("signed", id(s.model))] = raw[n:]
+            cam = np.maximum(raw[:n], 0.0)
+            maps[f"{name}\nexact RF"] = kerasviz.backproject(cam, rf)
+            maps[f"{name}\nresize"] = kerasviz.resize_bilinear(cam, rf.input_size)
         sec.image(
             plot.heatmaps(_rgb(s.display[:n]), maps),
             f"grad_cam_{_slug(s.name)}",
@@ -595,18 +624,16 @@ def _sec_grad_cam(subjects: list[Subject], st: Settings, sec: Section) -> None:
 def _sec_signed_cam(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """Evidence for one class against another, on one scale."""
     s = subjects[0]
-    if s.scores.shape[1] < 2:
+    pair = _signed_pair(s)
+    if pair is None:
         sec.text("A signed map compares two classes; this model has one output.", note=True)
         return
-    if s.pair is not None:
-        x, display, (a, b) = s.pair
-        x, display = x[None], display
-        what = "an image holding two objects"
+    x, display, (a, b), what = pair
+    raw = _shared(st).get(("signed", id(s.model)))
+    if raw is not None:  # computed in Grad-CAM's batch
+        cams = kerasviz.backproject(raw, kerasviz.receptive_field(s.model, s.cam_layer))
     else:
-        x, display = s.inputs[:1], s.display[0]
-        a, b = (int(c) for c in np.argsort(-s.scores[0])[:2])
-        what = f"{s.names[0]} and its two most likely classes"
-    cams = kerasviz.grad_cam(s.model, np.concatenate([x, x]), [a, b], s.cam_layer, relu=False)
+        cams = kerasviz.grad_cam(s.model, np.concatenate([x, x]), [a, b], s.cam_layer, relu=False)
     name_a, name_b = s.class_name(a), s.class_name(b)
     sec.image(
         plot.signed_map(_rgb(display), cams[0], cams[1], labels=(name_a, name_b)),
@@ -635,7 +662,9 @@ def _grad_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kno
         total = 0.0
         for s in subjects:
             c, n = costs(s), min(k["show"], len(s.inputs))
-            total += len(_CAMS) * (c.compile(s.cam_layer) + c.rows(n)) + _plots(2, 5 * n + 1)
+            extra = 2 if s is subjects[0] else 0  # the signed CAM's rows
+            total += len(_CAMS) * (c.compile(s.cam_layer) + c.rows(n)) + c.rows(extra)
+            total += _plots(2, 5 * n + 1)
         return total
 
     return Knobs(
@@ -649,7 +678,8 @@ def _grad_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kno
 
 def _signed_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
     c = costs(subjects[0])
-    return Knobs({}, cost=lambda k: c.compile(subjects[0].cam_layer) + c.rows(2) + _plots(2, 6))
+    # Its two rows run in Grad-CAM's batch when that section runs too (shared batches).
+    return Knobs({}, cost=lambda k: 0.1 * c.compile(subjects[0].cam_layer) + _plots(2, 6))
 
 
 def _baseline(s: Subject, n: int) -> np.ndarray:
