@@ -586,7 +586,7 @@ def _sec_grad_cam(subjects: list[Subject], st: Settings, sec: Section) -> None:
             rows = np.concatenate([x, pair[0], pair[0]])
             targets = np.concatenate([t, pair[2]])
         maps = {}
-        for name, method in _CAMS:
+        for name, method in _CAMS[: max(st.cam_methods, 1)]:
             use = (rows, targets) if name == "Grad-CAM" else (x, t)
             raw = method(s.model, *use, s.cam_layer, upsample=None, relu=False)
             if name == "Grad-CAM" and pair is not None:
@@ -594,14 +594,18 @@ def _sec_grad_cam(subjects: list[Subject], st: Settings, sec: Section) -> None:
             cam = np.maximum(raw[:n], 0.0)
             maps[f"{name}\nexact RF"] = kerasviz.backproject(cam, rf)
             maps[f"{name}\nresize"] = kerasviz.resize_bilinear(cam, rf.input_size)
+        names = " and ".join(name for name, _ in _CAMS[: max(st.cam_methods, 1)])
+        left_out = ", ".join(name for name, _ in _CAMS[max(st.cam_methods, 1) :])
         sec.image(
             plot.heatmaps(_rgb(s.display[:n]), maps),
             f"grad_cam_{_slug(s.name)}",
-            alt=f"Grad-CAM and Grad-CAM++ of {s.name}, back-projected and resized",
+            alt=f"{names} of {s.name}, back-projected and resized",
             caption=f"{s.name}, layer {s.cam_layer} ({_spatial(rf.map_size)} map, RF "
             f"{_spatial(rf.size)}, stride {_spatial(rf.stride)}, start {rf.start}): each map "
             f"back-projected through the exact receptive fields, beside a bilinear resize"
-            f"{_within(st)}. Targets: " + ", ".join(s.class_name(c) for c in t) + ".",
+            f"{_within(st)}{f' ({left_out} left out)' if left_out else ''}. Targets: "
+            + ", ".join(s.class_name(c) for c in t)
+            + ".",
         )
         if s is subjects[0]:
             last = tuple(m - 1 for m in rf.map_size)
@@ -661,17 +665,21 @@ def _grad_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kno
     def cost(k: dict) -> float:
         total = 0.0
         for s in subjects:
-            c, n = costs(s), min(k["show"], len(s.inputs))
+            c, n, m = costs(s), min(k["show"], len(s.inputs)), k["cam_methods"]
             extra = 2 if s is subjects[0] else 0  # the signed CAM's rows
-            total += len(_CAMS) * (c.compile(s.cam_layer) + c.rows(n)) + c.rows(extra)
-            total += _plots(2, 5 * n + 1)
+            total += m * (c.compile(s.cam_layer) + c.rows(n)) + c.rows(extra)
+            total += _plots(2, (1 + 2 * m) * n + 1)
         return total
 
+    def describe(k: dict) -> str:
+        methods = " and ".join(name for name, _ in _CAMS[: k["cam_methods"]])
+        return f"{_images(k, subjects[0])}, {methods}"
+
     return Knobs(
-        {"show": st.show},
-        [("show", 1)],
+        {"show": st.show, "cam_methods": min(st.cam_methods, len(_CAMS))},
+        [("show", 1), ("cam_methods", 1)],
         cost,
-        lambda k: _images(k, subjects[0]),
+        describe,
         weight=0.4,
     )
 

@@ -117,6 +117,7 @@ class Settings:
     """
 
     show: int = 3  # images in per-image figures
+    cam_methods: int = 2  # Grad-CAM, then Grad-CAM++
     feature_channels: int = 32  # channels per feature-map grid
     max_feature_layers: int = 12  # conv layers shown (evenly spaced beyond that)
     filters: int = 32  # filters per filter-weight figure
