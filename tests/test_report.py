@@ -526,12 +526,13 @@ def test_backward_pass_over_budget_keeps_the_cheap_sections(tmp_path, tiny_subje
 
 
 def test_sections_that_do_not_fit_are_named_never_dropped(tmp_path, tiny_subject):
-    # At their smallest, the gradients need 6 forward+backward passes of 4 s (saliency, 2
-    # SmoothGrad samples, 3 IG steps, one image) and filter patterns 32 rows: more than the
-    # 11.4 s a 12 s budget leaves, though one pass (4 s) would fit.
+    # At their smallest, filter patterns need 4 channels x 8 steps of forward+backward passes
+    # of 4 s on a quarter of the input: far more than the 11.4 s a 12 s budget leaves, though one
+    # pass (4 s) would fit. The gradients keep saliency at least (one pass).
     html, blocks = planned_report(tmp_path, tiny_subject, seconds=12, backward=4.0, trace=1.0)
     skipped = [sid for sid, block in blocks.items() if "Skipped to stay within" in block]
-    assert "gradients" in skipped and "filter-patterns" in skipped
+    assert "filter-patterns" in skipped and "gradients" not in skipped
+    assert "saliency" in blocks["gradients"]
     for sid, block in blocks.items():
         if sid in skipped:
             budget = int(re.search(r"--budget (\d+) would include it", block).group(1))

@@ -700,16 +700,24 @@ def _gradients_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kn
 
     def cost(k: dict) -> float:
         n = min(k["show"], len(s.inputs))
-        rows = n * (1 + k["smooth_samples"] + k["ig_steps"] * (1 + k["ig_blur"]))
-        return 3 * c.compile() + c.rows(rows) + _plots(1, 5 * n)
+        samples, steps = k["smooth_samples"], k["ig_steps"]
+        rows = n * (1 + samples + steps * (1 + k["ig_blur"]))
+        # One compiled step per method; one image's saliency reuses the measurement's step.
+        steps_traced = (n > 1) + (samples > 0) + (steps > 0)
+        return steps_traced * c.compile() + c.rows(rows) + _plots(1, (2 + (steps > 0)) * n)
 
     def describe(k: dict) -> str:
         n = min(k["show"], len(s.inputs))
-        blur = "" if k["ig_blur"] else ", no blurred baseline"
-        return (
-            f"{n} image{'s' * (n > 1)}, {k['smooth_samples']} SmoothGrad samples, "
-            f"{k['ig_steps']} integrated-gradient steps{blur}"
+        parts = [f"{n} image{'s' * (n > 1)}"]
+        parts.append(
+            f"{k['smooth_samples']} SmoothGrad samples" if k["smooth_samples"] else "no SmoothGrad"
         )
+        if k["ig_steps"]:
+            blur = "" if k["ig_blur"] else ", no blurred baseline"
+            parts.append(f"{k['ig_steps']} integrated-gradient steps{blur}")
+        else:
+            parts.append("no integrated gradients")
+        return ", ".join(parts)
 
     return Knobs(
         {
@@ -727,6 +735,9 @@ def _gradients_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kn
             ("ig_blur", 0),
             ("smooth_samples", 2),
             ("ig_steps", 3),
+            # Last, whole methods (each is one more compiled step); saliency always stays.
+            ("smooth_samples", 0),
+            ("ig_steps", 0),
         ],
         cost,
         describe,
@@ -739,28 +750,41 @@ def _sec_gradients(subjects: list[Subject], st: Settings, sec: Section) -> None:
     s = subjects[0]
     n = min(st.show, len(s.inputs))
     x, t = s.inputs[:n], s.targets[:n]
-    _expect(st, 1 + st.smooth_samples + st.ig_steps * (1 + bool(st.ig_blur)))
+    blur = bool(st.ig_blur) and st.ig_steps > 0
+    _expect(st, 1 + st.smooth_samples + st.ig_steps * (1 + blur))
     maps = {"saliency": kerasviz.saliency(s.model, x, t)}
     _advance(st)
-    maps["SmoothGrad"] = kerasviz.smoothgrad(s.model, x, t, samples=st.smooth_samples, noise=0.1)
-    _advance(st, st.smooth_samples)
-    maps["IG, black"] = kerasviz.integrated_gradients(
-        s.model, x, t, baseline=_baseline(s, n), steps=st.ig_steps
-    )
-    _advance(st, st.ig_steps)
-    if st.ig_blur:
-        maps["IG, blur"] = kerasviz.integrated_gradients(
-            s.model, x, t, baseline="blur", steps=st.ig_steps
+    parts = ["Max |gradient| over colour channels"]
+    if st.smooth_samples:
+        maps["SmoothGrad"] = kerasviz.smoothgrad(
+            s.model, x, t, samples=st.smooth_samples, noise=0.1
+        )
+        _advance(st, st.smooth_samples)
+        parts.append(f"SmoothGrad averages {st.smooth_samples} noisy copies")
+    if st.ig_steps:
+        maps["IG, black"] = kerasviz.integrated_gradients(
+            s.model, x, t, baseline=_baseline(s, n), steps=st.ig_steps
         )
         _advance(st, st.ig_steps)
-    baselines = "a black and from a blurred baseline" if st.ig_blur else "a black baseline"
+        if blur:
+            maps["IG, blur"] = kerasviz.integrated_gradients(
+                s.model, x, t, baseline="blur", steps=st.ig_steps
+            )
+            _advance(st, st.ig_steps)
+        baselines = "a black and from a blurred baseline" if blur else "a black baseline"
+        parts.append(f"integrated gradients ({st.ig_steps} steps) from {baselines}")
+    left_out = [
+        name
+        for name, kept in (("SmoothGrad", st.smooth_samples), ("integrated gradients", st.ig_steps))
+        if not kept
+    ]
+    if left_out:
+        parts.append(f"{' and '.join(left_out)} left out")
     sec.image(
         plot.heatmaps(_rgb(s.display[:n]), maps, cmap="inferno", alpha=0.7),
         "gradients",
-        alt="Saliency, SmoothGrad and integrated gradients",
-        caption=f"Max |gradient| over colour channels; SmoothGrad averages {st.smooth_samples} "
-        f"noisy copies; integrated gradients ({st.ig_steps} steps) from {baselines}"
-        f"{_within(st)}.",
+        alt=", ".join(maps),
+        caption="; ".join(parts) + f"{_within(st)}.",
     )
 
 
