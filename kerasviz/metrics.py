@@ -631,7 +631,7 @@ def _imputation_body(tolerance, max_iterations, images, removed, noise):
     return filled + noise * tf.cast(removed, tf.float32)[..., None]
 
 
-_IMPUTE = tf.function(_imputation_body, reduce_retracing=True)
+_IMPUTE = tf.function(_imputation_body)  # traced per image shape: the grids are static
 
 
 def noisy_linear_imputation(
@@ -714,6 +714,7 @@ def _road_scores(
     order: str,
     tolerance: float,
     max_iterations: int,
+    size: tuple[int, int],
     images,
     ranks,
     noise,
@@ -722,7 +723,8 @@ def _road_scores(
     counts,
     classes,
 ):
-    x = tf.gather(images, image_index)
+    # the image size is part of the step's key, so the multigrid's grids are static
+    x = tf.ensure_shape(tf.gather(images, image_index), [None, *size, None])
     r = tf.gather(ranks, image_index)
     k = counts[:, None, None]
     pixels = tf.shape(r)[1] * tf.shape(r)[2]
@@ -807,7 +809,7 @@ def road(
     noise_draws = noise * tf.random.stateless_normal((f, h, w, c), seed=[seed, 0])
     image_index = np.repeat(np.arange(n, dtype=np.int32), f)
     fraction_index = np.tile(np.arange(f, dtype=np.int32), n)
-    fn = probe.step(_road_scores, target.rule, order, float(tolerance), 200)
+    fn = probe.step(_road_scores, target.rule, order, float(tolerance), 200, (h, w))
     shared = [tf.constant(images), tf.constant(ranks), noise_draws]
     rows = rows_per_pass(batch_size, n, n * f)
     scores = []

@@ -124,6 +124,32 @@ def test_pointing_game_tolerance_by_hand():
     assert metrics.pointing_game(corner, mask, tolerance=5) == 1.0
 
 
+def test_pointing_game_standard_tolerance():
+    assert metrics.standard_tolerance((224, 224)) == 15
+    assert metrics.standard_tolerance((128, 128)) == 9  # 15 * 128 / 224 = 8.6
+    assert metrics.standard_tolerance((112, 336)) == 15  # the mean side, 224
+    mask = np.zeros((2, 128, 128), dtype=bool)
+    mask[:, 60:70, 60:70] = True
+    maps = np.zeros((2, 128, 128))
+    maps[0, 64, 78] = 1.0  # 9 px right of the mask: a standard hit, a strict miss
+    maps[1, 64, 79] = 1.0  # 10 px: a miss either way
+    np.testing.assert_array_equal(metrics.pointing_game(maps, mask, tolerance="standard"), [1, 0])
+    np.testing.assert_array_equal(metrics.pointing_game(maps, mask, tolerance=9), [1, 0])
+    np.testing.assert_array_equal(metrics.pointing_game(maps, mask), [0, 0])
+    # perfect, constant and random maps
+    assert metrics.pointing_game(mask[0] * 1.0, mask[0], tolerance="standard") == 1.0
+    grown = metrics._dilate(mask[:1], 9)[0]
+    flat = metrics.pointing_game(np.ones((128, 128)), mask[0], tolerance="standard")
+    assert flat == pytest.approx(grown.mean())  # chance: the grown mask's share
+    noise = np.random.default_rng(0).random((50, 128, 128))
+    hits = metrics.pointing_game(noise, np.repeat(mask[:1], 50, 0), tolerance="standard")
+    expected = [grown.ravel()[m.argmax()] for m in noise.reshape(50, -1)]
+    np.testing.assert_array_equal(hits, expected)
+    for bad in (-1, "strict", "Standard", 2.5, None):
+        with pytest.raises(ValueError, match="tolerance"):
+            metrics.pointing_game(maps, mask, tolerance=bad)
+
+
 def test_pointing_game_ties_score_the_expected_hit():
     mask = np.zeros((6, 6), dtype=bool)
     mask[1:3, 1:3] = True
