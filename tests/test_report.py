@@ -20,7 +20,14 @@ import kerasviz
 from kerasviz import plot
 from kerasviz.cli import main
 from kerasviz.report import SECTIONS, Budget, Costs, InputSpace, Progress, Report, png_size
-from kerasviz.report.budget import Work, fit, multiply_adds, run_optimization, suggest_budget
+from kerasviz.report.budget import (
+    OutOfTime,
+    Work,
+    fit,
+    multiply_adds,
+    run_optimization,
+    suggest_budget,
+)
 from kerasviz.report.schedule import analyze, select_sections
 from kerasviz.report.sections import (
     _sec_grad_cam,
@@ -429,8 +436,11 @@ def test_optimization_stops_at_its_deadline_with_the_images_so_far(strided_model
     def run(**extra):
         return kerasviz.maximize(strided_model, objectives, steps=16, **kw, **extra)
 
-    images, steps = run_optimization(work, 16, run)
-    assert steps == 2  # checked every eighth of the steps: stopped at the first check
+    def run32(**extra):
+        return kerasviz.maximize(strided_model, objectives, steps=32, **kw, **extra)
+
+    images, steps = run_optimization(work, 32, run32)
+    assert steps == 2  # checked every sixteenth of the steps: stopped at the first check
     expected = kerasviz.maximize(strided_model, objectives, steps=2, **kw).images
     np.testing.assert_allclose(images, expected, atol=1e-6)
     images, steps = run_optimization(Work(deadline=None), 16, run)  # no deadline: all steps
@@ -564,3 +574,24 @@ def test_signed_cam_rides_in_grad_cams_batch(tmp_path, tiny_subject):
     _sec_signed_cam([s], st, report.section("signed-cam", "Signed"))
     assert sum(TRACES.values()) == traces
     assert "signed_cam.png" in report.files and "signed_cam_each.png" in report.files
+
+
+def test_an_optimization_stops_before_a_stretch_that_would_pass_its_deadline():
+    """Each check projects the last stretch's duration: stop if the next one would end late."""
+    clock = [0.0]
+    work = Work(deadline=10.0, clock=lambda: clock[0])
+    options = work.optimization(16)
+    assert options["snapshot_every"] == 1 and options["progress"] is False
+    callback = options["callback"]
+    images = np.zeros((1, 4, 4, 3), np.float32)
+    for step, now in ((1, 3.0), (2, 6.0)):  # 3 s stretches: 6 + 3 = 9 s, still before 10 s
+        clock[0] = now
+        callback(step, images, slice(0, 1))
+    clock[0] = 7.5  # a 1.5 s stretch: the next ends at 9 s, in time
+    callback(3, images, slice(0, 1))
+    clock[0] = 9.0  # the next 1.5 s stretch would end at 10.5 s, past the deadline
+    with pytest.raises(OutOfTime) as stop:
+        callback(4, images, slice(0, 1))
+    assert stop.value.steps == 4 and stop.value.images is images
+    clock[0] = 50.0
+    callback(16, images, slice(0, 1))  # the last step never stops: the result is complete

@@ -25,6 +25,8 @@ from kerasviz._layers import output_shape
 
 #: The default budget in seconds on a CPU; with a GPU the default is the full settings.
 CPU_BUDGET = 120.0
+#: Deadline checks per optimization (each keeps a snapshot of the images).
+CHECKS = 16
 #: Kept back for writing the page and the process's exit, as a share of the budget.
 RESERVE = 0.05
 
@@ -256,14 +258,20 @@ class Work:
 
     def optimization(self, steps: int) -> dict[str, Any]:
         """Keyword arguments for ``maximize``/``filter_patterns``/``invert``: progress and the
-        deadline, checked every eighth of the steps (:class:`OutOfTime` carries the images)."""
-        every = max(1, math.ceil(steps / 8))
-        done = [0]
+        deadline, checked every sixteenth of the steps (:class:`OutOfTime` carries the images).
+
+        The run stops at a check when the next stretch of steps, as long as the last one took,
+        would end past the deadline: it ends before its deadline, not one stretch after.
+        """
+        every = max(1, math.ceil(steps / CHECKS))
+        done, last = [0], [self.clock()]
 
         def callback(step: int, images: np.ndarray, rows: slice) -> None:
             self.advance(step - done[0])
             done[0] = step
-            if step < steps and self.deadline is not None and self.clock() > self.deadline:
+            now = self.clock()
+            stretch, last[0] = now - last[0], now
+            if step < steps and self.deadline is not None and now + stretch > self.deadline:
                 raise OutOfTime(images, step)
 
         return {"snapshot_every": every, "callback": callback, "progress": False}
@@ -282,7 +290,7 @@ def run_optimization(work: Work | None, steps: int, run: Callable[..., Any]) -> 
         result = run(**work.optimization(steps))
     except OutOfTime as stop:
         return stop.images, stop.steps
-    work.advance(steps % max(1, math.ceil(steps / 8)) or 0)
+    work.advance(steps % max(1, math.ceil(steps / CHECKS)) or 0)
     return np.asarray(getattr(result, "images", result)), steps
 
 
