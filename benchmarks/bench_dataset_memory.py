@@ -7,8 +7,8 @@ subprocess, and prints the peak resident set size of both (``resource.getrusage(
 the high-water mark of the whole process, TensorFlow included). Goal: they differ by less than
 15%.
 
-The images stream from a generator that renders them chunk by chunk from per-chunk seeds, so
-every image is distinct and the source holds none in memory (``--source pool`` cycles one pool
+The images stream from a generator that renders them 16 at a time from per-call seeds, so every
+image is distinct and the source holds none in memory (``--source pool`` cycles one pool
 of 256 rendered images instead, which is faster).
 
 Run:
@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHUNK = 64
+CHUNK = 64  # images per batch and per chunk of the store
+RENDER = 16  # images rendered per generator call: the source's own transient memory stays small
 
 
 def child(n: int, out: str, source: str) -> None:
@@ -53,9 +54,9 @@ def child(n: int, out: str, source: str) -> None:
     else:
 
         def generate():
-            for k in range(-(-n // CHUNK)):
+            for k in range(-(-n // RENDER)):
                 images, labels, masks = datasets.shapes(
-                    min(CHUNK, n - k * CHUNK), size=128, seed=1000 + k
+                    min(RENDER, n - k * RENDER), size=128, seed=1000 + k
                 )
                 yield from zip(images, labels, masks, strict=True)
 

@@ -47,7 +47,8 @@ else:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 import keras
 from kerasviz.dataset_scale import explain_dataset
-model = keras.models.load_model(sys.argv[1])
+with strategy.scope():  # as the README advises: weights copied to every device once
+    model = keras.models.load_model(sys.argv[1])
 arrays = np.load(sys.argv[2])
 data = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["labels"], arrays["masks"]))
 store = explain_dataset(model, data, {methods}, sys.argv[3], batch_size={batch},

@@ -194,13 +194,17 @@ def _cluster(strategy: tf.distribute.Strategy) -> tuple[int, int]:
     return workers + chiefs, task_id if task_type == "chief" else task_id + chiefs
 
 
-def _barrier(strategy: tf.distribute.Strategy) -> None:
-    """Waits until every worker gets here (one all-reduce)."""
+def _barrier(strategy: tf.distribute.Strategy, flag: float = 0.0) -> float:
+    """Waits until every worker gets here; returns the sum of their ``flag`` (one all-reduce)."""
+    local = max(1, strategy.num_replicas_in_sync // _cluster(strategy)[0])
 
     def replica():
-        return tf.distribute.get_replica_context().all_reduce("sum", tf.ones([]))
+        context = tf.distribute.get_replica_context()
+        mine = tf.where(context.replica_id_in_sync_group % local == 0, flag, 0.0)
+        return context.all_reduce("sum", mine)
 
-    tf.function(lambda: strategy.run(replica))()
+    total = tf.function(lambda: strategy.run(replica))()
+    return float(strategy.experimental_local_results(total)[0])
 
 
 # ----------------------------------------------------------------------------- the step
@@ -534,10 +538,15 @@ def explain_dataset(
             _prepare_store(path, settings, layout, resume, overwrite, __version__)
         except ValueError as failure:
             error = failure
-    if workers > 1:
-        _barrier(strategy)
+    # Every worker learns whether the chief could prepare the store, so none is left waiting.
+    failed = workers > 1 and _barrier(strategy, float(error is not None)) > 0
     if error is not None:
         raise error
+    if failed:
+        raise ValueError(
+            f"Expected the chief worker to create or resume the store at `out`={str(path)!r}. "
+            "Received: an error there (see the chief's output)."
+        )
     if worker != 0:
         _check_settings(path, settings, resume=True)
 
