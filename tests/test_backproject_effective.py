@@ -323,3 +323,36 @@ def test_global_fields_and_bad_input():
     with pytest.raises(ValueError, match="`method`"):
         backproject_tf(tf.zeros((6, 6)), hand, method=None)
     assert hand == ReceptiveField((3, 3), (1, 1), (0, 0), (8, 8), (6, 6))
+
+
+# ---------------------------------------------------------------- CAMs
+
+
+def test_cams_project_with_the_effective_fields(nested_model):
+    images = np.random.default_rng(5).random((2, 32, 32, 3)).astype(np.float32)
+    layer = "backbone/b_conv3"
+    rf = kerasviz.receptive_field(nested_model, layer)
+    for fn in (
+        kerasviz.grad_cam,
+        kerasviz.grad_cam_plus_plus,
+        kerasviz.layer_cam,
+        kerasviz.hires_cam,
+        kerasviz.xgrad_cam,
+        kerasviz.eigen_cam,
+        kerasviz.ablation_cam,
+    ):
+        low = fn(nested_model, images, [0, 2], layer, upsample=None)
+        got = fn(nested_model, images, [0, 2], layer, upsample="effective")
+        expected = backproject(low, rf, method="effective")
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(got, expected, atol=1e-5 * scale, err_msg=fn.__name__)
+        mean = fn(nested_model, images, [0, 2], layer, upsample="receptive_field")
+        assert np.abs(got - mean).max() > 0.01 * scale, fn.__name__  # another rule, another map
+    guided = kerasviz.guided_grad_cam(nested_model, images, [0, 2], layer, upsample="effective")
+    backprop = kerasviz.guided_backprop(nested_model, images, [0, 2])
+    cam = kerasviz.grad_cam(nested_model, images, [0, 2], layer, upsample="effective")
+    np.testing.assert_allclose(guided, backprop * cam[..., None], rtol=1e-5, atol=1e-12)
+    score = kerasviz.score_cam(nested_model, images, [0, 2], layer, upsample="effective")
+    assert score.shape == (2, 32, 32) and np.isfinite(score).all()
+    with pytest.raises(ValueError, match="upsample"):
+        kerasviz.grad_cam(nested_model, images, [0, 2], layer, upsample="gaussian")

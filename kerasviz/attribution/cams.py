@@ -29,13 +29,16 @@ the first principal component of ``weights * activations`` (:func:`principal_map
 
 **Projection.** ``upsample="receptive_field"`` (default) gives each input pixel the mean of the
 map values whose receptive fields cover it (:func:`kerasviz.receptive_field.backproject`);
-``"bilinear"`` resizes with half-pixel centres; ``None`` returns the layer-resolution map. Maps
-are raw: not normalized (a constant or zero map comes back as zeros, never NaN).
+``"effective"`` weights each unit by its number of paths to the pixel (its effective receptive
+field, ``backproject(..., method="effective")``); ``"bilinear"`` resizes with half-pixel
+centres; ``None`` returns the layer-resolution map. Maps are raw: not normalized (a constant or
+zero map comes back as zeros, never NaN).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -57,7 +60,9 @@ from kerasviz.receptive_field import (
 )
 
 Weighting = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
-_UPSAMPLE = ("receptive_field", "bilinear", None)
+_UPSAMPLE = ("receptive_field", "bilinear", None, "effective")
+#: The projections through receptive fields: ``upsample`` -> ``backproject`` method.
+_FIELD_RULES = {"receptive_field": "mean", "effective": "effective"}
 _SMOOTH = (None, "augment", "eigen")
 
 #: Intensity factors of ``smooth="augment"``, each with and without a horizontal flip: the
@@ -204,7 +209,8 @@ def augmented(
     """
     if upsample is None:
         raise ValueError(
-            "Expected `upsample` to be 'receptive_field' or 'bilinear' with smooth='augment', "
+            "Expected `upsample` to be 'receptive_field', 'effective' or 'bilinear' with "
+            "smooth='augment', "
             "which maps every augmented map back onto the input's pixels. Received: "
             "upsample=None."
         )
@@ -256,6 +262,27 @@ def _field(model: keras.Model, path: str, batch: Batch) -> ReceptiveField:
     """The layer's receptive field, for the input size actually given (models built with None)."""
     size = tuple(batch.arrays[0].shape[1:-1]) if len(batch.arrays) == 1 else None
     return receptive_field(model, path, input_size=size)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A layer map's way onto the input through receptive fields, inside compiled code: the
+    field and the :func:`~kerasviz.receptive_field.backproject` method (``"mean"`` or
+    ``"effective"``). Hashable: it keys compiled steps."""
+
+    rf: ReceptiveField
+    method: str = "mean"
+
+    def __call__(self, maps: tf.Tensor) -> tf.Tensor:
+        return backproject_tf(maps, self.rf, method=self.method)
+
+
+def projection(model: keras.Model, path: str, batch: Batch, upsample: Any) -> Projection | None:
+    """The :class:`Projection` for ``upsample="receptive_field"`` or ``"effective"``; None for
+    a resize or the layer's resolution."""
+    if upsample not in _FIELD_RULES:
+        return None
+    return Projection(_field(model, path, batch), _FIELD_RULES[upsample])
 
 
 def _linear_target(batch: Batch, rank: int) -> tuple[int, tuple[int, ...]]:
@@ -322,7 +349,7 @@ def project_host(
         return maps
     if upsample == "bilinear":
         return resize_linear(maps, size if size is not None else rf.input_size)
-    return backproject(maps, rf)
+    return backproject(maps, rf, method=_FIELD_RULES[upsample])
 
 
 def _cam(
@@ -343,10 +370,10 @@ def _cam(
     # dtype: float16 under mixed precision); a float32 copy would get zero gradients.
     gradients = tape.gradient(scores, activations, unconnected_gradients="zero")
     maps = []
-    for a, g, rf in zip(activations, gradients, fields, strict=True):
+    for a, g, field in zip(activations, gradients, fields, strict=True):
         a, g = tf.cast(a, tf.float32), tf.cast(g, tf.float32)
         m = combine(a, weighting(a, g), relu, eigen)
-        maps.append(backproject_tf(m, rf) if rf is not None else m)
+        maps.append(field(m) if field is not None else m)
     return maps
 
 
@@ -374,7 +401,9 @@ def cam(
             from one forward and backward pass.
         weighting: ``weighting(activations, gradients) -> (n, c) or (n, h, w, c)`` weights.
         batch_size: rows per forward pass; None for all images at once.
-        upsample: ``"receptive_field"`` (exact back-projection), ``"bilinear"`` or None.
+        upsample: ``"receptive_field"`` (exact back-projection, the mean over the covering
+            fields), ``"effective"`` (the same weighted by path counts: the effective receptive
+            fields), ``"bilinear"`` or None.
         relu: rectify the map (standard); False keeps the negative evidence (signed maps).
         smooth: None; ``"eigen"`` for the first principal component of ``weights *
             activations`` in place of their sum (:func:`principal_map`); ``"augment"`` for
@@ -419,9 +448,7 @@ def cam(
         )
     paths, many = cam_layers(model, layer)
     batch, probe, target = setup(model, inputs, targets, layers=paths, output=output)
-    fields = tuple(
-        _field(model, p, batch) if upsample == "receptive_field" else None for p in paths
-    )
+    fields = tuple(projection(model, p, batch, upsample) for p in paths)
     fn = probe.step(_cam, target.rule, weighting, relu, smooth == "eigen", fields)
     maps = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
     if upsample == "bilinear":
@@ -540,7 +567,7 @@ def _score_cam(
     probe: Probe,
     rule: ScoreRule,
     channels: int,
-    rf: ReceptiveField | None,
+    field: Projection | None,
     image: int,
     inputs,
     maps,
@@ -552,7 +579,7 @@ def _score_cam(
     rows, images, _, _ = expanded_rows(start, stop, channels)
     # maps: (n, channels, *spatial); one upsampled, min-max normalized mask per row.
     low = tf.gather_nd(maps, tf.stack([images, rows % channels], axis=1))
-    up = backproject_tf(low, rf) if rf is not None else _resize_tf(low, resize)
+    up = field(low) if field is not None else _resize_tf(low, resize)
     axes = list(range(1, up.shape.rank))
     lo = tf.reduce_min(up, axis=axes, keepdims=True)
     hi = tf.reduce_max(up, axis=axes, keepdims=True)
@@ -656,7 +683,9 @@ def score_cam(
         channels = max_channels
     maps = np.moveaxis(activations, -1, 1)  # (n, channels, *spatial)
     plain = get_probe(model, (), output=output)
-    step = plain.step(_score_cam, target.rule, channels, rf, image)
+    # upsample=None: the masks take the receptive-field projection (the mean rule)
+    field = Projection(rf, _FIELD_RULES.get(upsample, "mean")) if rf is not None else None
+    step = plain.step(_score_cam, target.rule, channels, field, image)
     total = n * channels
     rows = rows_per_pass(batch_size, n, total)
     xs = [tf.constant(a) for a in batch.arrays]
@@ -745,10 +774,10 @@ def xgrad_cam(
 def _eigen_cam(probe: Probe, relu: bool, fields: tuple, inputs):
     activations, _ = probe(inputs)
     maps = []
-    for a, rf in zip(activations, fields, strict=True):
+    for a, field in zip(activations, fields, strict=True):
         m = principal_map(a)
         m = tf.nn.relu(m) if relu else m
-        maps.append(backproject_tf(m, rf) if rf is not None else m)
+        maps.append(field(m) if field is not None else m)
     return maps
 
 
@@ -810,9 +839,7 @@ def eigen_cam(
         )
     paths, many = cam_layers(model, layer)
     batch, probe, _ = setup(model, inputs, targets, layers=paths, output=output)
-    fields = tuple(
-        _field(model, p, batch) if upsample == "receptive_field" else None for p in paths
-    )
+    fields = tuple(projection(model, p, batch, upsample) for p in paths)
     fn = probe.step(_eigen_cam, relu, fields)
     maps = run_chunked(fn, batch.arrays, batch_size)
     if upsample == "bilinear":
@@ -1025,5 +1052,5 @@ def ablation_cam(
     if upsample == "bilinear":
         size = _linear_target(batch, result.ndim - 1)[1]
         return batch.squeeze(project_host(result, None, upsample, size))
-    rf = _field(model, path, batch) if upsample == "receptive_field" else None
+    rf = _field(model, path, batch) if upsample in _FIELD_RULES else None
     return batch.squeeze(project_host(result, rf, upsample))

@@ -194,8 +194,8 @@ def guided_grad_cam(
 
     Args:
         layer: the CAM layer; None for the default CAM layer.
-        upsample: how the Grad-CAM map reaches the input, ``"receptive_field"`` or
-            ``"bilinear"``.
+        upsample: how the Grad-CAM map reaches the input, ``"receptive_field"``,
+            ``"effective"`` or ``"bilinear"`` (see :func:`~kerasviz.attribution.cams.cam`).
         Others: as in :func:`guided_backprop`.
 
     Returns:
@@ -206,7 +206,7 @@ def guided_grad_cam(
     Example:
         >>> g = kerasviz.guided_grad_cam(model, images, targets=3)
     """
-    choice(upsample, ("receptive_field", "bilinear"), "upsample")
+    choice(upsample, ("receptive_field", "effective", "bilinear"), "upsample")
     if isinstance(layer, list | tuple):
         raise ValueError(f"Expected `layer` to name one layer. Received: {layer!r}.")
     maps = cam(
