@@ -413,6 +413,9 @@ def test_different_settings_refuse_to_resume_and_name_the_setting(model, data, r
         overwrite=True,
     )
     assert replaced.method_names == ["grad_cam"] and replaced.manifest["complete"] == [[0, 6]]
+    want = kerasviz.grad_cam(model, data[0][:6])  # no metrics: cast to float16 on the device
+    got = replaced.maps["grad_cam"][:]
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * want.max())
     with pytest.raises(ValueError, match="non-empty folder without a kerasviz manifest"):
         (tmp_path / "mine").mkdir()
         (tmp_path / "mine" / "notes.txt").write_text("keep")

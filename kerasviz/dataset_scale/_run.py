@@ -281,7 +281,8 @@ def _build_step(model, strategy, specs, source: Source, plan: dict) -> Callable:
             "logits": tf.reshape(logits, [n, -1]),
             "predictions": rule.predicted(logits),
             "targets": rule.choose(logits, indices),
-            "maps": maps,
+            # Without metrics the maps leave the device in the store's dtype (half the bytes).
+            "maps": {k: tf.cast(v, plan["map_dtype"]) for k, v in maps.items()},
         }
         for extra in ("label", "mask"):
             if extra in element:
@@ -566,6 +567,7 @@ def explain_dataset(
             "target_class": target_class,
             "images": any(s.kernel is None for s in specs)
             or bool(set(parsed_metrics) & set(MODEL_METRICS)),
+            "map_dtype": "float32" if parsed_metrics else dtype,
         }
         step = _compiled_step(model, strategy, specs, source, plan)
         mine: list[int] = []
@@ -678,7 +680,7 @@ def _loop(
                 values[f"metrics/{spec.name}/{name}"] = _mask_metric(
                     MASK_METRICS[name], kwargs, maps, masks, ok
                 )
-            values[f"maps/{spec.name}"] = maps.astype(layout.dtype)
+            values[f"maps/{spec.name}"] = maps.astype(layout.dtype, copy=False)
         writer.write(chunk, values, seconds)
         counter["done"] += len(ok)
         if report is not None:
@@ -734,7 +736,7 @@ def _loop(
                         )
                 if not ok.all():
                     maps = np.where(ok.reshape(-1, *[1] * len(spec.shape)), maps, np.nan)
-                values[f"maps/{spec.name}"] = maps.astype(np.float32, copy=False)
+                values[f"maps/{spec.name}"] = maps
                 for name, kwargs in model_metrics.items():
                     scores = np.full(len(index), np.nan, np.float32)
                     if ok.any():
