@@ -706,10 +706,14 @@ def _loop(
             targets = host["targets"][real].astype(np.int32)
             values = {
                 "ok": ok,
-                "logits": np.where(ok[:, None], host["logits"][real], np.nan).astype(np.float32),
-                "predictions": np.where(ok, host["predictions"][real], -1).astype(np.int32),
-                "targets": np.where(ok, targets, -1).astype(np.int32),
+                "logits": host["logits"][real],
+                "predictions": host["predictions"][real],
+                "targets": targets,
             }
+            if not ok.all():  # skipped files: no logits, no classes
+                values["logits"] = np.where(ok[:, None], values["logits"], np.nan)
+                values["predictions"] = np.where(ok, values["predictions"], -1)
+                values["targets"] = np.where(ok, targets, -1)
             if source.labels:
                 labels = host["label"][real].astype(np.int32)
                 bad = ok & ((labels < 0) | (labels >= layout.classes))

@@ -211,7 +211,10 @@ class DatasetSource(Source):
 
         def padded(value, fill):
             spec = [[0, pad]] + [[0, 0]] * (value.shape.rank - 1)
-            return tf.pad(value, spec, constant_values=fill)
+            # Only the last batch is short: the others pass without a copy.
+            return tf.cond(
+                pad > 0, lambda: tf.pad(value, spec, constant_values=fill), lambda: value
+            )
 
         index = tf.range(first, first + tf.cast(n, tf.int64))
         out = {
