@@ -17,6 +17,8 @@ A folder's files are shared out before decoding, so a worker reads only its own 
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -357,8 +359,6 @@ class FolderSource(Source):
 
     def settings(self) -> dict:
         listing = [f"{p.name}:{p.stat().st_size}" for p in self.paths]
-        import hashlib
-
         digest = hashlib.sha256("\n".join(listing).encode()).hexdigest()
         return {
             "kind": "folder",
@@ -472,8 +472,10 @@ class FolderSource(Source):
                 out["mask"] = tf.ensure_shape(values[2], (h, w))
             return out
 
+        # Files decode in parallel (PIL releases the GIL while decoding), in order.
+        decoders = max(2, min(8, os.cpu_count() or 2))
         return tf.data.Dataset.from_tensor_slices(index).map(
-            element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            element, num_parallel_calls=decoders, deterministic=True
         )
 
 
