@@ -388,13 +388,6 @@ class Probe:
             self._steps.move_to_end(key)
         return value
 
-    def function(self, key: Any, factory: Callable[[Probe], Callable]) -> Callable:
-        """Transitional: ``factory(probe)`` cached under a hand-written key (optimize only)."""
-        value = self._steps.get(("function", key))
-        if value is None:
-            value = self._steps[("function", key)] = factory(self)
-        return value
-
     def step(self, body: Callable, *static: Any) -> Callable:
         """The compiled ``body(probe, *static, *tensors)``, cached by ``(body, *static)``.
 

@@ -156,7 +156,7 @@ def test_view_follows_training():
     model.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
     x = np.random.default_rng(2).random((4, 16, 16, 3), dtype=np.float32)
     probe = get_probe(model, ["conv1"])
-    fn = probe.function("test_follow", lambda p: tf.function(lambda xs: p(xs)[1]))
+    fn = probe.step(_logits)
     before = fn([tf.constant(x)]).numpy()
     model.train_on_batch(x, np.array([0, 1, 2, 0]))
     after = fn([tf.constant(x)]).numpy()
@@ -236,3 +236,7 @@ def test_pre_relu_view_gives_values_before_the_relu(nested_model, images32):
     np.testing.assert_allclose(relu1, bn_out.numpy(), rtol=1e-5, atol=1e-5)
     # The rest of the view is unchanged: same logits as without pre_relu.
     np.testing.assert_allclose(logits, _run(get_probe(nested_model), images32)[1], atol=1e-5)
+
+
+def _logits(probe, inputs):
+    return probe(inputs)[1]
