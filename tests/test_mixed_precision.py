@@ -118,6 +118,15 @@ CALLS = {
     "pgd": lambda m: kerasviz.pgd(m, X, epsilon=EPSILON, steps=2),
     "metrics.deletion_auc": lambda m: kerasviz.metrics.deletion_auc(m, X, X[..., 0], steps=3),
     "metrics.insertion_auc": lambda m: kerasviz.metrics.insertion_auc(m, X, X[..., 0], steps=3),
+    "metrics.road": lambda m: kerasviz.metrics.road(m, X, X[..., 0]),
+    "metrics.average_drop": lambda m: kerasviz.metrics.average_drop(m, X, X[..., 0]),
+    "metrics.increase_in_confidence": lambda m: kerasviz.metrics.increase_in_confidence(
+        m, X, X[..., 0]
+    ),
+    "metrics.infidelity": lambda m: kerasviz.metrics.infidelity(m, X, X[..., 0], samples=4),
+    "metrics.max_sensitivity": lambda m: kerasviz.metrics.max_sensitivity(
+        kerasviz.grad_cam, m, X, samples=2, upsample=None
+    ),
     "metrics.randomization_check": lambda m: kerasviz.metrics.randomization_check(
         kerasviz.grad_cam, m, X, upsample=None
     ),
@@ -138,13 +147,18 @@ LOGGED = {"callbacks.VisualizationCallback"}
 #: A hash of the model: the policy is part of the model, so only its stability is checked.
 HASHES = {"dataset_scale.model_fingerprint"}
 #: Tables of per-image values of any dtype; columns may be all zero (a missed pointing game).
-TABLES = {"explain_dataset"}
+TABLES = {"explain_dataset", "metrics.increase_in_confidence"}
 #: Scores that are float64 by design (metrics, statistics, logs).
 FLOAT64 = {
     "layer_statistics",
     "metrics.deletion_auc",
     "metrics.insertion_auc",
     "metrics.randomization_check",
+    "metrics.road",
+    "metrics.average_drop",
+    "metrics.increase_in_confidence",
+    "metrics.infidelity",
+    "metrics.max_sensitivity",
     "callbacks.VisualizationCallback",
 }
 

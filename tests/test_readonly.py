@@ -117,6 +117,15 @@ CALLS = {
     "pgd": lambda m: kerasviz.pgd(m, X, epsilon=0.01, steps=2),
     "metrics.deletion_auc": lambda m: kerasviz.metrics.deletion_auc(m, X, X[..., 0], steps=3),
     "metrics.insertion_auc": lambda m: kerasviz.metrics.insertion_auc(m, X, X[..., 0], steps=3),
+    "metrics.road": lambda m: kerasviz.metrics.road(m, X, X[..., 0]),
+    "metrics.average_drop": lambda m: kerasviz.metrics.average_drop(m, X, X[..., 0]),
+    "metrics.increase_in_confidence": lambda m: kerasviz.metrics.increase_in_confidence(
+        m, X, X[..., 0]
+    ),
+    "metrics.infidelity": lambda m: kerasviz.metrics.infidelity(m, X, X[..., 0], samples=4),
+    "metrics.max_sensitivity": lambda m: kerasviz.metrics.max_sensitivity(
+        kerasviz.grad_cam, m, X, samples=2, upsample=None
+    ),
     "metrics.randomization_check": lambda m: kerasviz.metrics.randomization_check(
         kerasviz.grad_cam, m, X
     ),
