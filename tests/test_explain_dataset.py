@@ -43,6 +43,7 @@ METRICS = {
     "insertion_auc": {"steps": 4},
 }
 ROOT = Path(__file__).resolve().parent.parent
+BANDS = np.arange(SIZE * SIZE).reshape(SIZE, SIZE) // (4 * SIZE)  # four superpixels for LIME
 
 
 def _model() -> keras.Model:
@@ -136,6 +137,8 @@ def test_maps_logits_and_metrics_match_the_public_functions(model, data, tmp_pat
         "guided_backprop": {},
         "guided_grad_cam": {},
         "score_cam": {"max_channels": 3},
+        "effective": ("grad_cam", {"upsample": "effective"}),  # no kernel: on the host
+        "lime": {"samples": 16, "segments": BANDS, "seed": 1},  # a result object with .maps
     }
     store = explain_dataset(
         model,
@@ -176,6 +179,8 @@ def test_maps_logits_and_metrics_match_the_public_functions(model, data, tmp_pat
         "guided_backprop": per_pixel(kerasviz.guided_backprop(model, images, t)),
         "guided_grad_cam": per_pixel(kerasviz.guided_grad_cam(model, images, t)),
         "score_cam": kerasviz.score_cam(model, images, t, max_channels=3),
+        "effective": kerasviz.grad_cam(model, images, t, upsample="effective"),
+        "lime": kerasviz.lime(model, images, t, samples=16, segments=BANDS, seed=1).maps,
     }
     for name, want in expected.items():
         got = store.maps[name][:]
@@ -429,7 +434,7 @@ def test_different_settings_refuse_to_resume_and_name_the_setting(model, data, r
 def test_bad_input_fails_before_any_work(model, data, tmp_path):
     images, labels, masks = data
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=r"map methods: cam, .*grad_cam, .*Closest: grad_cam"):
+    with pytest.raises(ValueError, match=r"map methods: .*, cam, .*grad_cam, .*Closest: grad_cam"):
         explain_dataset(model, _dataset(*data), {"x": ("grad_kam", {})}, out)
     small = tf.data.Dataset.from_tensor_slices(np.zeros((4, 8, 8, 3), np.float32))
     with pytest.raises(ValueError, match=r"input shape \(None, 16, 16, 3\).*shape=\(8, 8, 3\)"):

@@ -1,7 +1,7 @@
 """The maps a data-set run computes: method specs, their per-replica kernels, a host fallback.
 
 ``methods`` maps store names to public map methods and their keyword arguments. Each one is
-checked before any work by calling the public function on one blank image, which raises the
+checked before any work by calling the public function on the data's first image, which raises the
 method's own errors for bad keyword arguments and tells the map's shape.
 
 **Kernels.** Most methods have a *kernel*: a function of one replica's images and target
@@ -14,9 +14,9 @@ otherwise (a CAM kernel is the CAM's forward and backward pass with its weightin
 logits it computed, so the predictions cost no extra pass). Tests check every kernel against
 its public function.
 
-**Host fallback.** The other methods (Score-CAM, occlusion, input x gradient, GradientSHAP,
-DeepLIFT, LRP) run the public function on each worker's host batch (on its first device), with
-the targets the step resolved.
+**Host fallback.** The other methods (Score-CAM, occlusion, LRP, LIME, RISE, ...), and methods
+given keyword arguments their kernel does not implement, run the public function on each
+worker's host batch (on its first device), with the targets the step resolved.
 
 **One map per image.** Methods that return one value per channel ``(n, H, W, C)`` (saliency
 with ``reduce=None``, SmoothGrad, integrated gradients, guided backprop, Guided Grad-CAM, the
@@ -27,6 +27,7 @@ other input attributions) are reduced to ``(n, H, W)`` by the maximum of ``|valu
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,27 +44,26 @@ from kerasviz.attribution import cams, gradients, guided
 from kerasviz.dataset_scale._store import jsonable
 from kerasviz.receptive_field import backproject_tf, receptive_field
 
-#: The public map methods ``methods`` may name (those this kerasviz version has).
-METHOD_NAMES = (
-    "cam",
-    "grad_cam",
-    "grad_cam_plus_plus",
-    "layer_cam",
-    "score_cam",
-    "saliency",
-    "smoothgrad",
-    "integrated_gradients",
-    "input_x_gradient",
-    "gradient_shap",
-    "deeplift",
-    "lrp",
-    "guided_backprop",
-    "guided_grad_cam",
-    "occlusion",
-)
-METHODS: dict[str, Callable] = {
-    name: getattr(attribution, name) for name in METHOD_NAMES if hasattr(attribution, name)
-}
+
+def _map_methods() -> dict[str, Callable]:
+    """The public functions of :mod:`kerasviz.attribution` shaped ``fn(model, inputs, targets,
+    ...)``: every map method this kerasviz version has."""
+    found = {}
+    for name in attribution.__all__:
+        fn = getattr(attribution, name)
+        if not callable(fn) or isinstance(fn, type):
+            continue
+        try:
+            params = list(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):  # pragma: no cover - builtins
+            continue
+        if params[:3] == ["model", "inputs", "targets"]:
+            found[name] = fn
+    return found
+
+
+#: The public map methods ``methods`` may name.
+METHODS: dict[str, Callable] = _map_methods()
 
 _CAM_WEIGHTS = {
     "grad_cam": cams.grad_cam_weights,
@@ -175,8 +175,13 @@ def parse_methods(methods: Any) -> list[MethodSpec]:
     return specs
 
 
-def to_map(values: np.ndarray) -> np.ndarray:
-    """``(n, H, W, C)`` -> ``(n, H, W)`` by max ``|value|`` over channels; maps pass as they are."""
+def to_map(values: Any) -> np.ndarray:
+    """``(n, H, W, C)`` -> ``(n, H, W)`` by max ``|value|`` over channels; maps pass as they are.
+
+    A result object with a ``maps`` field (LIME and KernelSHAP's superpixel attributions) gives
+    its maps.
+    """
+    values = getattr(values, "maps", values)
     values = np.asarray(values, dtype=np.float32)
     return np.max(np.abs(values), axis=-1) if values.ndim == 4 else values
 
@@ -185,14 +190,14 @@ def _to_map_tf(values: tf.Tensor) -> tf.Tensor:
     return tf.reduce_max(tf.abs(values), axis=-1) if values.shape.rank == 4 else values
 
 
-def check_method(spec: MethodSpec, model: keras.Model, image_shape: tuple, output) -> None:
-    """Runs the public method on one blank image: its own errors, and the map's shape."""
-    blank = np.zeros((1, *image_shape), np.float32)
+def check_method(spec: MethodSpec, model: keras.Model, sample: np.ndarray, output) -> None:
+    """Runs the public method on one image of the data ``(1, H, W, C)``: its own errors for bad
+    keyword arguments, and the map's shape."""
     try:
-        result = METHODS[spec.method](model, blank, [0], output=output, **spec.kwargs)
+        result = METHODS[spec.method](model, sample, [0], output=output, **spec.kwargs)
     except (TypeError, ValueError) as error:
         raise ValueError(f"methods[{spec.name!r}] ({spec.method}): {error}") from None
-    if isinstance(result, dict | list | tuple):
+    if isinstance(result, dict | list | tuple) and not hasattr(result, "maps"):
         raise ValueError(
             f"Expected `methods[{spec.name!r}]` to give one map per image. Received: a "
             f"{type(result).__name__} of results (pass one `layer`, not a list)."
@@ -358,13 +363,34 @@ def _smoothgrad_kernel(model, spec: MethodSpec, image_shape, output, rows: int):
     return Kernel(fn, clean=False)
 
 
+#: The keyword arguments each kernel implements; any other one (set to anything but None)
+#: sends the method to the host, where the public function handles it.
+_KERNEL_KWARGS = {
+    "cam": {"layer", "upsample", "relu", "batch_size", "weighting", "smooth"},
+    "grad_cam": {"layer", "upsample", "relu", "batch_size", "smooth"},
+    "grad_cam_plus_plus": {"layer", "upsample", "relu", "batch_size", "smooth"},
+    "layer_cam": {"layer", "upsample", "relu", "batch_size", "smooth"},
+    "saliency": {"reduce", "batch_size"},
+    "guided_backprop": {"batch_size"},
+    "guided_grad_cam": {"layer", "upsample", "batch_size"},
+    "integrated_gradients": {"baseline", "steps", "batch_size", "blur_sigma", "seed"},
+    "smoothgrad": {"samples", "noise", "seed", "batch_size", "reduce"},
+}
+
+
 def build_kernel(
     spec: MethodSpec, model: keras.Model, image_shape: tuple, output, rows: int
 ) -> Kernel | None:
     """The per-replica kernel of ``spec``, or None for the methods that run on the host."""
+    known = _KERNEL_KWARGS.get(spec.method)
+    if known is None or any(
+        key not in known or (key == "smooth" and value is not None)
+        for key, value in spec.kwargs.items()
+    ):
+        return None
+    if spec.kwargs.get("upsample", "receptive_field") not in ("receptive_field", "bilinear"):
+        return None  # layer-resolution maps or another projection: the public function
     if spec.method in ("cam", *_CAM_WEIGHTS):
-        if spec.kwargs.get("upsample", "receptive_field") not in ("receptive_field", "bilinear"):
-            return None  # layer-resolution maps: the public function, on the host
         return _cam_kernel(model, spec, image_shape, output)
     if spec.method == "saliency":
         return _input_grad_kernel(model, spec, output, guided_view=False)

@@ -3,8 +3,8 @@ one device, several local devices or several machines with ``tf.distribute``.
 
 The path of one run:
 
-1. Every argument is checked before any work: the methods (each public function runs on one
-   blank image), the data's element spec against the model's input, the masks, the metrics,
+1. Every argument is checked before any work: the methods (each public function runs on the
+   data's first image), the data's element spec against the model's input, the masks, the metrics,
    and ``out`` (created and written to once).
 2. The settings (model fingerprint, methods, input spec, targets, metrics, dtype, batch size,
    kerasviz version) are compared with the manifest of an existing store: a difference refuses
@@ -138,10 +138,12 @@ def _parse_metrics(metrics: Any, source: Source) -> dict[str, dict]:
     return parsed
 
 
-def _check_metrics(parsed: dict[str, dict], model, image_shape: tuple, specs, output) -> None:
-    """Runs each metric once on a blank image (its own errors for bad keyword arguments)."""
+def _check_metrics(parsed: dict[str, dict], model, sample: np.ndarray, specs, output) -> None:
+    """Runs each metric once on the data's first image (its own errors for bad keyword
+    arguments)."""
     if not parsed:
         return
+    image_shape = sample.shape[1:]
     for spec in specs:
         if spec.shape != image_shape[:2]:
             raise ValueError(
@@ -154,13 +156,12 @@ def _check_metrics(parsed: dict[str, dict], model, image_shape: tuple, specs, ou
     maps[0, 0, 0] = 1.0
     mask = np.zeros((1, h, w), bool)
     mask[0, 0, 0] = True
-    blank = np.zeros((1, *image_shape), np.float32)
     for name, kwargs in parsed.items():
         try:
             if name in MASK_METRICS:
                 MASK_METRICS[name](maps, mask, **kwargs)
             else:
-                MODEL_METRICS[name](model, blank, maps, [0], output=output, **kwargs)
+                MODEL_METRICS[name](model, sample, maps, [0], output=output, **kwargs)
         except (TypeError, ValueError) as error:
             raise ValueError(f"metrics[{name!r}]: {error}") from None
 
@@ -499,11 +500,12 @@ def explain_dataset(
     if mode == "class":
         resolve_targets(target_class, 1, classes, sigmoid=probe.sigmoid)  # range check
     with _quiet_tensorflow():
-        # One blank image per method and metric: each traces its compiled step once more,
-        # which TensorFlow would report as excessive retracing.
+        # The data's first image through every method and metric: each traces its compiled
+        # step once more, which TensorFlow would report as excessive retracing.
+        sample = source.sample()
         for spec in specs:
-            methods_module.check_method(spec, model, source.image_shape, output)
-        _check_metrics(parsed_metrics, model, source.image_shape, specs, output)
+            methods_module.check_method(spec, model, sample, output)
+        _check_metrics(parsed_metrics, model, sample, specs, output)
 
     settings = {
         "kerasviz_version": __version__,

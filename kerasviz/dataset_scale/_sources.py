@@ -67,6 +67,10 @@ class Source:
         """Unbatched dict elements of the chunks ``chunks``, padded; see :meth:`pipeline`."""
         raise NotImplementedError
 
+    def sample(self) -> np.ndarray:
+        """One image of the data ``(1, H, W, C)``, to check methods and metrics on before work."""
+        raise NotImplementedError
+
     def blank(self) -> dict:
         h, w, c = self.image_shape
         element = {
@@ -177,6 +181,14 @@ class DatasetSource(Source):
         if cardinality == 0:
             raise ValueError("Expected `data` to hold at least one image. Received: none.")
         self.n = cardinality
+
+    def sample(self) -> np.ndarray:
+        for element in self._data.take(1):
+            if self._separate_masks:
+                element = element[0]
+            image, _, _ = _parts(element)
+            return np.asarray(image, np.float32)[None]
+        raise ValueError("Expected `data` to hold at least one image. Received: none.")
 
     def _mask_dataset(self, masks: Any) -> tf.data.Dataset:
         h, w, _ = self.image_shape
@@ -355,6 +367,7 @@ class FolderSource(Source):
         self.masks = self.mask_paths is not None
         self.failures: dict[int, str] = {}
         self._lock = threading.Lock()
+        self._sample: np.ndarray | None = None
         self._check_first()
 
     def settings(self) -> dict:
@@ -419,7 +432,13 @@ class FolderSource(Source):
                     f"Expected `preprocess` to return images of the model's input shape "
                     f"{self.image_shape}. Received: shape {out.shape} for {path.name}."
                 )
+            self._sample = out[None]
             return
+
+    def sample(self) -> np.ndarray:
+        if self._sample is None:  # no readable file among the first ones: any image will do
+            return np.random.default_rng(0).random((1, *self.image_shape), dtype=np.float32)
+        return self._sample
 
     def load(self, index: int) -> tuple[np.ndarray, bool, np.ndarray]:
         """``(image, ok, mask)`` of file ``index``; a file that fails is recorded, not raised."""
