@@ -102,6 +102,15 @@ class Costs:
         share = 1.0 if layer is None else self.work.get(layer, 1.0)
         return n * self.backward * max(share * area, 0.02)
 
+    def forward_rows(self, n: float, share: float = 1.0) -> float:
+        """Seconds for ``n`` forward-only rows in compiled batches, through ``share`` of the
+        model's work (a tail after a layer: ``1 - work[layer]``).
+
+        A batched row costs about half a forward+backward row; the measured forward pass (one
+        eager call) is an upper bound that small models overshoot.
+        """
+        return n * min(self.forward, self.backward / 2) * max(share, 0.02)
+
     def compile(self, layer: str | None = None, factor: float = 1.0) -> float:
         """Seconds to trace a new step through ``layer`` (an optimization loop: ``factor`` 2)."""
         share = 1.0 if layer is None else self.layers.get(layer, 1.0)
@@ -305,7 +314,9 @@ class Knobs:
         cost: estimated seconds for given sizes (uncorrected).
         describe: what the sizes mean, for captions: "16 of 512 channels, 40 steps".
         weight: the section's share of the time left (0: a fixed cost, run as asked).
-        backward: the section needs forward+backward passes.
+        backward: the section runs the model many times (forward+backward passes, or a
+            black-box method's many forward passes): it is skipped, naming the ``--budget``
+            that would include it, when one forward+backward pass or its minimum cannot fit.
         elastic: the section's optimizations stop at its deadline with the images so far
             (:class:`Work`), so it may start with less than its minimum.
     """

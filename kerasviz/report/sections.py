@@ -699,9 +699,131 @@ def _signed_cam_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> K
     return Knobs({}, cost=lambda k: 0.1 * c.compile(subjects[0].cam_layer) + _plots(2, 6))
 
 
+#: The CAMs of the "more-cams" section, in the order the time budget leaves them out (last
+#: first): Ablation-CAM's ablations cost the most.
+_MORE_CAMS = (
+    ("HiResCAM", kerasviz.hires_cam),
+    ("Eigen-CAM", kerasviz.eigen_cam),
+    ("XGrad-CAM", kerasviz.xgrad_cam),
+    ("Ablation-CAM", kerasviz.ablation_cam),
+)
+
+_MORE_CAMS_SAY = {
+    "HiResCAM": "HiResCAM (gradient x activation summed over channels at each position)",
+    "Eigen-CAM": "Eigen-CAM (the activations' first principal component; no gradient, the "
+    "same for every class)",
+    "XGrad-CAM": "XGrad-CAM (gradients averaged with the activations as weights)",
+    "Ablation-CAM": "Ablation-CAM (each channel weighted by the logit's drop when it is zeroed",
+}
+
+
+def _ablated(s: Subject, st: Settings) -> tuple[int, int]:
+    """``(channels Ablation-CAM zeroes, channels of the CAM layer)``."""
+    total = _pattern_channels(s, s.cam_layer)
+    return min(st.ablation_channels, total), total
+
+
+def more_cam_maps(s: Subject, st: Settings) -> dict[str, np.ndarray]:
+    """The CAMs of :data:`_MORE_CAMS` (the first ``st.more_cams``) of ``s``'s first ``st.show``
+    images at ``s.cam_layer``, back-projected through the exact receptive fields ``(n, h, w)``.
+    """
+    n = min(st.show, len(s.inputs))
+    x, t = s.inputs[:n], s.targets[:n]
+    maps = {}
+    for name, method in _MORE_CAMS[: max(st.more_cams, 1)]:
+        extra = {"max_channels": _ablated(s, st)[0]} if name == "Ablation-CAM" else {}
+        maps[name] = method(s.model, x, t, s.cam_layer, **extra)
+        _advance(st)
+    return maps
+
+
+def _more_cams_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    def cost(k: dict) -> float:
+        total = 0.0
+        for s in subjects:
+            c, n, path = costs(s), min(k["show"], len(s.inputs)), s.cam_layer
+            share = c.work.get(path, 1.0)
+            for name, _ in _MORE_CAMS[: k["more_cams"]]:
+                if name == "Eigen-CAM":  # a forward pass up to the layer
+                    total += c.compile(path, 0.5) + c.forward_rows(n, share)
+                elif name == "Ablation-CAM":  # the front once, the tail once per channel
+                    channels = _ablated(s, Settings(ablation_channels=k["ablation_channels"]))[0]
+                    total += (
+                        c.compile(path)
+                        + c.forward_rows(n)
+                        + c.forward_rows(n * channels, 1.0 - share)
+                    )
+                else:
+                    total += c.compile(path) + c.rows(n)
+            total += _plots(1, (1 + k["more_cams"]) * n)
+        return total
+
+    def describe(k: dict) -> str:
+        names = [name for name, _ in _MORE_CAMS[: k["more_cams"]]]
+        if "Ablation-CAM" in names:
+            counts = {
+                _ablated(s, Settings(ablation_channels=k["ablation_channels"])) for s in subjects
+            }
+            shown = ", ".join(f"{a} of {b}" for a, b in sorted(counts))
+            names[-1] = f"Ablation-CAM of {shown} channels"
+        return f"{_images(k, subjects[0])}, {', '.join(names)}"
+
+    return Knobs(
+        {
+            "show": st.show,
+            "more_cams": min(max(st.more_cams, 1), len(_MORE_CAMS)),
+            "ablation_channels": st.ablation_channels,
+        },
+        [("ablation_channels", 64), ("show", 1), ("ablation_channels", 16), ("more_cams", 1)],
+        cost,
+        describe,
+        weight=0.3,
+    )
+
+
+def _sec_more_cams(subjects: list[Subject], st: Settings, sec: Section) -> None:
+    """More class activation maps of the same layer: other weightings of its channels, each
+    projected exactly through the receptive fields.
+    """
+    methods = [name for name, _ in _MORE_CAMS[: max(st.more_cams, 1)]]
+    _expect(st, len(subjects) * len(methods))
+    for s in subjects:
+        n = min(st.show, len(s.inputs))
+        maps = more_cam_maps(s, st)
+        ablated, total = _ablated(s, st)
+        said = [_MORE_CAMS_SAY[name] for name in maps]
+        if "Ablation-CAM" in maps:
+            which = (
+                "every channel"
+                if ablated == total
+                else (f"the {ablated} most active of {total} channels; the others weigh 0")
+            )
+            said[-1] += f": {which})"
+        left_out = [name for name, _ in _MORE_CAMS[len(maps) :]]
+        gone = f"; {', '.join(left_out)} left out" if left_out else ""
+        sec.image(
+            plot.heatmaps(_rgb(s.display[:n]), maps),
+            f"more_cams_{_slug(s.name)}",
+            alt=f"{', '.join(maps)} of {s.name}",
+            caption=f"{s.name}, layer {s.cam_layer}: " + "; ".join(said) + ". Each with ReLU, "
+            f"back-projected through the exact receptive fields{gone}{_within(st)}. Targets: "
+            + ", ".join(s.class_name(c) for c in s.targets[:n])
+            + ".",
+        )
+
+
 def _baseline(s: Subject, n: int) -> np.ndarray:
     """``n`` black images in the model's input space."""
     return s.space.to_model(np.zeros((n, *s.inputs.shape[1:]), np.float32))
+
+
+#: LRP composites of the gradients section, in the order the time budget leaves them out (last
+#: first), with the work of one row in forward+backward rows (the gamma and z^B rules run more
+#: convolutions per layer than EpsilonPlus's z+).
+_LRP = (
+    ("LRP EpsilonPlus", "epsilon_plus", 1.5),
+    ("LRP EpsilonGammaBox", "epsilon_gamma_box", 3.0),
+)
 
 
 def _gradients_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
@@ -709,11 +831,20 @@ def _gradients_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kn
 
     def cost(k: dict) -> float:
         n = min(k["show"], len(s.inputs))
-        samples, steps = k["smooth_samples"], k["ig_steps"]
-        rows = n * (1 + samples + steps * (1 + k["ig_blur"]))
+        samples, steps, shap = k["smooth_samples"], k["ig_steps"], k["shap_samples"]
+        composites = _LRP[: k["lrp_composites"]]
+        rows = n * (1 + samples + steps * (1 + k["ig_blur"]) + shap)
+        # DeepLIFT runs the input and its baseline (two rows) through rescaled gradients.
+        modified = n * (sum(work for _, _, work in composites) + 3.0 * k["deeplift"])
         # One compiled step per method; one image's saliency reuses the measurement's step.
-        steps_traced = (n > 1) + (samples > 0) + (steps > 0)
-        return steps_traced * c.compile() + c.rows(rows) + _plots(1, (2 + (steps > 0)) * n)
+        # The relevance steps carry a custom gradient per layer: they trace longer.
+        traced = (n > 1) + (samples > 0) + (steps > 0) + (shap > 0)
+        traced += 1.5 * (len(composites) + k["deeplift"])
+        relevance = len(composites) + k["deeplift"] + (shap > 0)
+        plots = _plots(1, (2 + (steps > 0)) * n) + (
+            _plots(1, (1 + relevance) * n) if relevance else 0
+        )
+        return traced * c.compile() + c.rows(rows + modified) + plots
 
     def describe(k: dict) -> str:
         n = min(k["show"], len(s.inputs))
@@ -726,6 +857,12 @@ def _gradients_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kn
             parts.append(f"{k['ig_steps']} integrated-gradient steps{blur}")
         else:
             parts.append("no integrated gradients")
+        lrp = [name for name, _, _ in _LRP[: k["lrp_composites"]]]
+        parts.append(" and ".join(lrp) if lrp else "no LRP")
+        parts.append("DeepLIFT" if k["deeplift"] else "no DeepLIFT")
+        parts.append(
+            f"{k['shap_samples']} GradientSHAP samples" if k["shap_samples"] else "no GradientSHAP"
+        )
         return ", ".join(parts)
 
     return Knobs(
@@ -734,33 +871,101 @@ def _gradients_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kn
             "smooth_samples": st.smooth_samples,
             "ig_steps": st.ig_steps,
             "ig_blur": int(st.ig_blur),
+            "lrp_composites": min(st.lrp_composites, len(_LRP)),
+            "deeplift": int(bool(st.deeplift)),
+            "shap_samples": st.shap_samples,
         },
         [
             ("smooth_samples", 10),
             ("ig_steps", 16),
+            ("shap_samples", 10),
             ("show", 1),
             ("smooth_samples", 4),
             ("ig_steps", 8),
+            ("shap_samples", 4),
             ("ig_blur", 0),
+            ("lrp_composites", 1),
             ("smooth_samples", 2),
             ("ig_steps", 3),
             # Last, whole methods (each is one more compiled step); saliency always stays.
+            ("shap_samples", 0),
+            ("deeplift", 0),
+            ("lrp_composites", 0),
             ("smooth_samples", 0),
             ("ig_steps", 0),
         ],
         cost,
         describe,
-        weight=1.0,
+        weight=1.2,
     )
 
 
+def _extremes(s: Subject) -> np.ndarray:
+    """A black and a white image in the model's input space ``(2, h, w, c)``: GradientSHAP's
+    baseline distribution."""
+    return s.space.to_model(
+        np.stack(
+            [np.zeros(s.inputs.shape[1:], np.float32), np.ones(s.inputs.shape[1:], np.float32)]
+        )
+    )
+
+
+def relevance_maps(s: Subject, st: Settings) -> tuple[dict[str, np.ndarray], list[str]]:
+    """LRP, DeepLIFT and GradientSHAP of ``s``'s first ``st.show`` images, as ``st`` asks.
+
+    Returns:
+        ``(maps, notes)``: ``{name: (n, h, w)}`` signed attributions summed over the channels
+        (logit units), and a note per method the model has no rule for (raised by the method
+        before any work, with the layer's name).
+    """
+    n = min(st.show, len(s.inputs))
+    x, t = s.inputs[:n], s.targets[:n]
+    maps: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    for name, composite, _ in _LRP[: st.lrp_composites]:
+        # z^B needs the range of the first layer's inputs: the model's values of black and
+        # white display pixels, per channel.
+        bounds = {"value_range": s.space.channel_range} if composite == "epsilon_gamma_box" else {}
+        try:
+            relevance = kerasviz.lrp(s.model, x, t, composite=composite, **bounds)
+        except ValueError as error:
+            notes.append(f"{name}: {error}")
+            continue
+        maps[name] = np.asarray(relevance).sum(axis=-1)
+        _advance(st)
+    if st.deeplift:
+        try:
+            maps["DeepLIFT"] = kerasviz.deeplift(s.model, x, t, baseline=_baseline(s, n)).sum(-1)
+        except ValueError as error:
+            notes.append(f"DeepLIFT: {error}")
+        _advance(st)
+    if st.shap_samples:
+        maps["GradientSHAP"] = kerasviz.gradient_shap(
+            s.model, x, t, baselines=_extremes(s), samples=st.shap_samples, seed=0
+        ).sum(-1)
+        _advance(st, st.shap_samples)
+    return maps, notes
+
+
 def _sec_gradients(subjects: list[Subject], st: Settings, sec: Section) -> None:
-    """Pixel-level attributions from input gradients."""
+    """Pixel-level attributions: input gradients (saliency, SmoothGrad, integrated gradients),
+    relevance propagated layer by layer (LRP), and contributions against a reference
+    (DeepLIFT, GradientSHAP).
+    """
     s = subjects[0]
     n = min(st.show, len(s.inputs))
     x, t = s.inputs[:n], s.targets[:n]
     blur = bool(st.ig_blur) and st.ig_steps > 0
-    _expect(st, 1 + st.smooth_samples + st.ig_steps * (1 + blur))
+    composites = _LRP[: st.lrp_composites]
+    _expect(
+        st,
+        1
+        + st.smooth_samples
+        + st.ig_steps * (1 + blur)
+        + len(composites)
+        + bool(st.deeplift)
+        + st.shap_samples,
+    )
     maps = {"saliency": kerasviz.saliency(s.model, x, t)}
     _advance(st)
     parts = ["Max |gradient| over colour channels"]
@@ -795,6 +1000,259 @@ def _sec_gradients(subjects: list[Subject], st: Settings, sec: Section) -> None:
         alt=", ".join(maps),
         caption="; ".join(parts) + f"{_within(st)}.",
     )
+    relevance, notes = relevance_maps(s, st)
+    for note in notes:
+        sec.text(f"Not shown for this model: {note}", note=True)
+    left_out = [name for name, _, _ in _LRP[st.lrp_composites :]]
+    left_out += [] if st.deeplift else ["DeepLIFT"]
+    left_out += [] if st.shap_samples else ["GradientSHAP"]
+    if not relevance:
+        sec.text(
+            f"Relevance and reference attributions: {', '.join(left_out)} left out{_within(st)}.",
+            note=True,
+        )
+        return
+    low, high = s.space.channel_range
+    described = {
+        "LRP EpsilonPlus": "LRP EpsilonPlus (epsilon on dense layers, z+ on convolutions)",
+        "LRP EpsilonGammaBox": "LRP EpsilonGammaBox (z^B on the first layer, bounded by the "
+        f"input's range per channel, {_span(low, high)}; gamma 0.25 on the other "
+        "convolutions, epsilon on dense layers)",
+        "DeepLIFT": "DeepLIFT (rescale rule) from a black image",
+        "GradientSHAP": f"GradientSHAP ({st.shap_samples} draws from a black and a white baseline)",
+    }
+    gone = f"; {', '.join(left_out)} left out" if left_out else ""
+    sec.image(
+        plot.heatmaps(
+            _rgb(s.display[:n]),
+            {name: _clipped(m) for name, m in relevance.items()},
+            normalize="signed",
+            cmap="RdBu_r",
+            alpha=0.8,
+        ),
+        "relevance",
+        alt=", ".join(relevance),
+        caption="Relevance and contributions to the logit, summed over colour channels, each "
+        f"map on its own scale centred at 0 and clipped at the {CLIP:g}th percentile of its "
+        "magnitude (red: for the class, blue: against): "
+        + "; ".join(described[name] for name in relevance)
+        + f"{gone}{_within(st)}.",
+    )
+
+
+#: Signed attributions are shown clipped at this percentile of their magnitude per map: a few
+#: extreme pixels would otherwise wash out the rest.
+CLIP = 99.5
+
+
+def _clipped(maps: np.ndarray) -> np.ndarray:
+    """Each map of ``maps`` ``(n, h, w)`` clipped to +-its :data:`CLIP` percentile of ``|value|``."""
+    bound = np.percentile(np.abs(maps), CLIP, axis=(1, 2), keepdims=True)
+    return np.clip(maps, -bound, bound)
+
+
+def _span(low: np.ndarray, high: np.ndarray) -> str:
+    """``[0, 1]``, or ``[-124, 152] over the channels`` when they differ."""
+    if np.allclose(low, low[0]) and np.allclose(high, high[0]):
+        return f"[{low[0]:.3g}, {high[0]:.3g}]"
+    return f"[{low.min():.3g}, {high.max():.3g}] over the channels"
+
+
+# ----------------------------------------------------------------------------- black-box methods
+
+
+def _grid_segments(height: int, width: int, count: int) -> np.ndarray:
+    """Square-ish cells, about ``count`` of them, as integer labels ``(height, width)``."""
+    side = max(2, int(round(np.sqrt(count))))
+    rows = np.arange(height) * side // height
+    cols = np.arange(width) * side // width
+    return (rows[:, None] * side + cols[None, :]).astype(np.int32)
+
+
+def _segments(s: Subject, n: int, count: int) -> tuple[np.ndarray, str]:
+    """Superpixel labels ``(n, h, w)`` of the display images and how they were made.
+
+    SLIC on the display pixels (the model's input space may be BGR or mean-subtracted); a grid
+    of square cells when scikit-image (the ``blackbox`` extra) is missing or SLIC finds one
+    segment.
+    """
+    from kerasviz.attribution.blackbox import superpixels
+
+    h, w = _input_hw(s)
+    try:
+        labels, counts = superpixels(s.display[:n].astype(np.float32), count)
+        return labels, f"SLIC superpixels ({', '.join(str(int(k)) for k in counts)})"
+    except ValueError as error:
+        why = "scikit-image is not installed" if "scikit-image" in str(error) else "SLIC found one"
+        grid = np.broadcast_to(_grid_segments(h, w, count), (n, h, w))
+        cells = int(grid[0].max()) + 1
+        return np.ascontiguousarray(grid), f"{cells} square cells ({why})"
+
+
+def _superpixel_count(st: Settings) -> int:
+    """Superpixels for LIME and KernelSHAP: ``st.segments``, fewer when LIME has few samples
+    (a fit needs several samples per superpixel)."""
+    return int(max(8, min(st.segments, st.lime_samples // 4)))
+
+
+def blackbox_maps(s: Subject, st: Settings) -> dict[str, Any]:
+    """LIME, KernelSHAP and RISE of ``s``'s first ``st.show`` images, as ``st`` asks.
+
+    Returns:
+        ``{"segments": (labels (n, h, w), description), "LIME": result, "KernelSHAP": result
+        (when asked), "RISE": maps (n, h, w)}``, the results as the methods return them.
+    """
+    n = min(st.show, len(s.inputs))
+    x, t = s.inputs[:n], s.targets[:n]
+    labels, how = _segments(s, n, _superpixel_count(st))
+    found: dict[str, Any] = {"segments": (labels, how)}
+    found["LIME"] = kerasviz.lime(s.model, x, t, segments=labels, samples=st.lime_samples, seed=0)
+    _advance(st, st.lime_samples)
+    if st.kernel_shap_samples:
+        found["KernelSHAP"] = kerasviz.kernel_shap(
+            s.model, x, t, segments=labels, samples=st.kernel_shap_samples, seed=0
+        )
+        _advance(st, st.kernel_shap_samples)
+    # Masked pixels take the image's mean colour, as LIME's removed superpixels take theirs
+    # (black, RISE's default, hides dark objects from it).
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    found["RISE"] = kerasviz.rise(s.model, x, t, masks=st.rise_masks, baseline=mean, seed=0)
+    _advance(st, st.rise_masks)
+    return found
+
+
+def _boundaries(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``image`` (h, w, 3) with the superpixels' borders in yellow."""
+    edge = np.zeros(labels.shape, bool)
+    edge[1:] |= labels[1:] != labels[:-1]
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    out = np.array(image, np.float32, copy=True)
+    out[edge] = (1.0, 0.9, 0.0)
+    return out
+
+
+def _blackbox_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Knobs:
+    s, c = subjects[0], costs(subjects[0])
+    h, w = _input_hw(s)
+
+    def cost(k: dict) -> float:
+        n = min(k["show"], len(s.inputs))
+        shap = k["kernel_shap_samples"]
+        rows = n * (k["lime_samples"] + (shap + 2 if shap else 0) + k["rise_masks"])
+        traced = 2 + (shap > 0)
+        slic = 4e-6 * n * h * w  # about 0.2 s per 224x224 image
+        return traced * c.compile(None, 0.5) + c.forward_rows(rows) + slic + _plots(1, 4 * n)
+
+    def describe(k: dict) -> str:
+        shap = k["kernel_shap_samples"]
+        return (
+            f"{_images(k, s)}, {k['lime_samples']} LIME samples, "
+            + (f"{shap} KernelSHAP coalitions" if shap else "no KernelSHAP")
+            + f", {k['rise_masks']} RISE masks"
+        )
+
+    return Knobs(
+        {
+            "show": st.show,
+            "lime_samples": st.lime_samples,
+            "kernel_shap_samples": st.kernel_shap_samples,
+            "rise_masks": st.rise_masks,
+        },
+        [
+            ("rise_masks", 1000),
+            ("lime_samples", 250),
+            ("kernel_shap_samples", 250),
+            ("show", 1),
+            ("rise_masks", 400),
+            ("lime_samples", 100),
+            ("kernel_shap_samples", 100),
+            ("rise_masks", 200),
+            ("lime_samples", 50),
+            ("kernel_shap_samples", 0),
+            ("rise_masks", 64),
+            ("lime_samples", 24),
+        ],
+        cost,
+        describe,
+        weight=0.6,
+        # Forward passes only, but thousands of them: skipped like the gradient sections when
+        # one forward+backward pass already exceeds the budget.
+        backward=True,
+    )
+
+
+def _sec_blackbox(subjects: list[Subject], st: Settings, sec: Section) -> None:
+    """Black-box explanations from the model's outputs alone, on perturbed copies of the image:
+    LIME and KernelSHAP switch superpixels off, RISE multiplies by random smooth masks.
+    """
+    s = subjects[0]
+    n = min(st.show, len(s.inputs))
+    _expect(st, st.lime_samples + st.kernel_shap_samples + st.rise_masks)
+    found = blackbox_maps(s, st)
+    labels, how = found["segments"]
+    methods = [m for m in ("LIME", "KernelSHAP", "RISE") if m in found]
+    pictures, titles = [], []
+    for i in range(n):
+        image = _rgb(s.display[i])
+        pictures.append(_boundaries(image, labels[i]))
+        titles.append(f"{s.names[i]}\n{s.class_name(s.targets[i])}")
+        for name in methods:
+            heat = found[name] if name == "RISE" else found[name].maps
+            signed = name != "RISE"
+            pictures.append(
+                plot.overlay(
+                    image,
+                    heat[i],
+                    alpha=0.7 if signed else 0.55,
+                    cmap="RdBu_r" if signed else "jet",
+                    normalize="signed" if signed else "minmax",
+                )
+            )
+            titles.append(name if i == 0 else "")
+    shap = (
+        f"KernelSHAP ({st.kernel_shap_samples} coalitions, Shapley kernel, the weights sum to "
+        "f(x) - f(all removed)); "
+        if "KernelSHAP" in found
+        else ""
+    )
+    left_out = "" if "KernelSHAP" in found else "; KernelSHAP left out"
+    sec.image(
+        plot.gallery(pictures, titles, cols=1 + len(methods), panel_size=2.2),
+        "blackbox",
+        alt=f"{', '.join(methods)} of {n} image{'s' * (n > 1)}",
+        caption=f"{how} outlined in yellow; LIME ({st.lime_samples} samples, a weighted ridge "
+        f"fit of the class probability on the superpixels kept); {shap}removed superpixels take "
+        "their mean colour; LIME and KernelSHAP in red for the class, blue against, centred at "
+        f"0. RISE ({st.rise_masks} random 7x7-cell masks, each kept with probability 0.5, "
+        f"weighted by the masked image's probability; masked pixels take the image's mean colour; "
+        f"min-max scaled){left_out}{_within(st)}.",
+    )
+    if "KernelSHAP" in found:
+        result = found["KernelSHAP"]
+        rows = [
+            [
+                s.names[i],
+                s.class_name(s.targets[i]),
+                int(result.num_segments[i]),
+                float(result.score[i]),
+                float(result.intercept[i]),
+                float(result.weights[i].sum()),
+            ]
+            for i in range(n)
+        ]
+        sec.table(
+            [
+                "image",
+                "class",
+                "superpixels",
+                "p(class)",
+                "p(class), all removed",
+                "sum of KernelSHAP weights",
+            ],
+            rows,
+            caption="KernelSHAP's efficiency: the weights share out exactly the probability's "
+            "drop when every superpixel is removed.",
+        )
 
 
 def _inversion_layers(s: Subject, count: int) -> list[str]:
@@ -1083,10 +1541,22 @@ SECTIONS = (
     SectionSpec("grad-cam", "Grad-CAM and Grad-CAM++", _sec_grad_cam, _grad_cam_cost),
     SectionSpec("signed-cam", "Signed CAMs of two classes", _sec_signed_cam, _signed_cam_cost),
     SectionSpec(
+        "more-cams",
+        "HiResCAM, Eigen-CAM, XGrad-CAM and Ablation-CAM",
+        _sec_more_cams,
+        _more_cams_cost,
+    ),
+    SectionSpec(
         "gradients",
-        "Saliency, SmoothGrad and integrated gradients",
+        "Gradients, relevance (LRP) and reference attributions",
         _sec_gradients,
         _gradients_cost,
+    ),
+    SectionSpec(
+        "blackbox",
+        "Black-box explanations: LIME, KernelSHAP and RISE",
+        _sec_blackbox,
+        _blackbox_cost,
     ),
     SectionSpec("inversion", "Feature inversion", _sec_inversion, _inversion_cost),
     SectionSpec("adversarial", "Adversarial example (FGSM)", _sec_adversarial, _adversarial_cost),

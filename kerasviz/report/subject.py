@@ -62,6 +62,14 @@ class InputSpace:
         return float(low.min()), float(high.max())
 
     @property
+    def channel_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)`` per channel ``(c,)``: the model-input values display images reach
+        (the z^B rule's bounds; tighter than :attr:`value_range` when channels differ)."""
+        low = self.offset + np.minimum(self.matrix, 0).sum(axis=0)
+        high = self.offset + np.maximum(self.matrix, 0).sum(axis=0)
+        return low.astype(np.float32), high.astype(np.float32)
+
+    @property
     def scale(self) -> float:
         """Model-input units per display unit (1 for images in [0, 1], 255 for VGG's)."""
         return float(np.abs(self.matrix).sum(axis=0).mean())
@@ -118,6 +126,8 @@ class Settings:
 
     show: int = 3  # images in per-image figures
     cam_methods: int = 2  # Grad-CAM, then Grad-CAM++
+    more_cams: int = 4  # HiResCAM, Eigen-CAM, XGrad-CAM, then Ablation-CAM
+    ablation_channels: int = 256  # channels Ablation-CAM zeroes (the most active ones)
     feature_channels: int = 32  # channels per feature-map grid
     max_feature_layers: int = 12  # conv layers shown (evenly spaced beyond that)
     filters: int = 32  # filters per filter-weight figure
@@ -130,6 +140,13 @@ class Settings:
     smooth_samples: int = 20
     ig_steps: int = 50
     ig_blur: bool = True  # integrated gradients from a blurred baseline too
+    lrp_composites: int = 2  # LRP EpsilonPlus, then EpsilonGammaBox
+    deeplift: int = 1  # DeepLIFT (rescale rule, black baseline): 1 shown, 0 left out
+    shap_samples: int = 20  # GradientSHAP draws per image (0: left out)
+    segments: int = 40  # SLIC superpixels for LIME and KernelSHAP
+    lime_samples: int = 500  # LIME's perturbed images per image
+    kernel_shap_samples: int = 500  # KernelSHAP's coalitions per image (0: left out)
+    rise_masks: int = 2000  # RISE's random masks per image
     inversion_steps: int = 150
     inversion_layers: int = 3
     epsilon: float = 0.02  # FGSM step, in display units (fraction of the pixel range)
@@ -156,6 +173,12 @@ class Settings:
             neuron_steps=3,
             smooth_samples=3,
             ig_steps=4,
+            ablation_channels=8,
+            shap_samples=3,
+            segments=12,
+            lime_samples=24,
+            kernel_shap_samples=24,
+            rise_masks=48,
             inversion_steps=3,
             localization=6,
             localization_steps=3,
