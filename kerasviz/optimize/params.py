@@ -76,6 +76,17 @@ class Pixel(Parametrization):
         return tf.clip_by_value(params, 0.0, 1.0)
 
 
+@tf.custom_gradient
+def _as_complex(pairs: tf.Tensor) -> tf.Tensor:
+    """``(..., 2)`` float32 (re, im) pairs as ``(...)`` complex64, without a copy."""
+
+    def grad(upstream):
+        # d/d(re) = real(g), d/d(im) = imag(g): the same memory read back as pairs.
+        return tf.bitcast(tf.cast(upstream, tf.complex64), tf.float32)
+
+    return tf.bitcast(pairs, tf.complex64), grad
+
+
 def _frequencies(h: int, w: int) -> np.ndarray:
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.rfftfreq(w)[None, :]
@@ -105,12 +116,14 @@ class Fourier(Parametrization):
         return rng.normal(0.0, self.noise_std, size=self.shape(1, h, w, c)[1:]).astype(np.float32)
 
     def to_unit(self, params, h, w, c):
-        scale = tf.constant(self._scale(h, w))
-        spectrum = tf.complex(params[..., 0] * scale, params[..., 1] * scale)
+        # One view of the (re, im) pairs as complex numbers (no strided slices), one complex
+        # scale, one batched irfft2d, one transpose and one (rows*h*w, c) @ (c, c) colour matmul.
+        scale = tf.constant(self._scale(h, w).astype(np.complex64))
+        spectrum = _as_complex(tf.cast(params, tf.float32)) * scale  # (rows, c, h, w // 2 + 1)
         image = tf.signal.irfft2d(spectrum, fft_length=[h, w])  # (rows, c, h, w)
-        image = tf.transpose(image, [0, 2, 3, 1]) / 4.0
-        image = tf.tensordot(image, tf.constant(self._color(c).T), axes=1)
-        return tf.sigmoid(image)
+        pixels = tf.reshape(tf.transpose(image, [0, 2, 3, 1]), [-1, c])
+        mix = tf.constant(self._color(c).T / 4.0, tf.float32)
+        return tf.sigmoid(tf.reshape(tf.matmul(pixels, mix), [-1, h, w, c]))
 
     def from_unit(self, unit):
         unit = np.clip(np.asarray(unit, np.float64), 1e-3, 1.0 - 1e-3)

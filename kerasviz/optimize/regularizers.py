@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from kerasviz._checks import number
@@ -30,10 +31,10 @@ class AlphaNorm(Regularizer):
     weight: float
 
     def __call__(self, images):
-        centred = tf.abs(2.0 * images - 1.0)  # [-1, 1] around the middle of the range
         if self.alpha == 2.0:
-            value = tf.square(centred)
+            value = tf.square(2.0 * images - 1.0)
         else:
+            centred = tf.abs(2.0 * images - 1.0)  # [-1, 1] around the middle of the range
             value = tf.pow(centred + 1e-12, self.alpha)
         return self.weight * tf.reduce_mean(value, axis=[1, 2, 3])
 
@@ -44,14 +45,21 @@ class TotalVariation(Regularizer):
     beta: float = 2.0
 
     def __call__(self, images):
-        dy = images[:, 1:, :-1, :] - images[:, :-1, :-1, :]
-        dx = images[:, :-1, 1:, :] - images[:, :-1, :-1, :]
-        squared = tf.square(dy) + tf.square(dx)
+        # Both differences as one 2x2 depthwise convolution (channel k -> outputs 2k: dy,
+        # 2k + 1: dx): one op and its one gradient instead of three slices and their pads.
+        c = images.shape[-1]
+        kernel = np.zeros((2, 2, c, 2), np.float32)
+        kernel[0, 0], kernel[1, 0, :, 0], kernel[0, 1, :, 1] = -1.0, 1.0, 1.0
+        diffs = tf.nn.depthwise_conv2d(
+            images, tf.constant(kernel, images.dtype), [1, 1, 1, 1], "VALID"
+        )
         if self.beta == 2.0:
-            value = squared
-        else:
-            # The epsilon keeps the gradient finite on flat regions (a gray start) for beta < 2.
-            value = tf.pow(squared + 1e-8, self.beta / 2.0)
+            # mean over (h-1, w-1, c) of dy^2 + dx^2 = 2 * mean over the 2c differences
+            return 2.0 * self.weight * tf.reduce_mean(tf.square(diffs), axis=[1, 2, 3])
+        pairs = tf.reshape(tf.square(diffs), tf.concat([tf.shape(diffs)[:3], [c, 2]], 0))
+        squared = tf.reduce_sum(pairs, axis=-1)
+        # The epsilon keeps the gradient finite on flat regions (a gray start) for beta < 2.
+        value = tf.pow(squared + 1e-8, self.beta / 2.0)
         return self.weight * tf.reduce_mean(value, axis=[1, 2, 3])
 
 
