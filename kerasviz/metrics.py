@@ -67,7 +67,7 @@ def _image_pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, bool]:
     if a.ndim == 3:
         a, b = a[None], b[None]
     if a.shape[0] == 0 or a.size == 0:
-        raise ValueError(f"Expected non-empty images. Received: shape {a.shape}.")
+        raise ValueError(f"Expected `a` and `b` to be non-empty images. Received: shape {a.shape}.")
     return a, b, single
 
 
@@ -86,7 +86,11 @@ def ssim(a: Any, b: Any, *, max_val: float = 1.0) -> np.ndarray | float:
         max_val: the dynamic range of the pixel values (1.0 for images in [0, 1], 255 for bytes).
 
     Returns:
-        ``(n,)`` SSIM values in [-1, 1] (1 for identical images); a float for one image.
+        ``(n,)`` SSIM values in [-1, 1] (1 for identical images; higher is more similar); a
+        float for one image.
+
+    Raises:
+        ValueError: images of different shapes, empty, or not finite; ``max_val <= 0``.
 
     Example:
         >>> kerasviz.metrics.ssim(reconstruction, image)
@@ -115,7 +119,10 @@ def psnr(a: Any, b: Any, *, max_val: float = 1.0) -> np.ndarray | float:
         max_val: the dynamic range of the pixel values.
 
     Returns:
-        ``(n,)`` PSNR values in dB; a float for one image.
+        ``(n,)`` PSNR values in dB (higher is more similar); a float for one image.
+
+    Raises:
+        ValueError: images of different shapes, empty, or not finite; ``max_val <= 0``.
 
     Example:
         >>> kerasviz.metrics.psnr(image + 0.1, image)  # MSE 0.01 -> 20 dB
@@ -136,7 +143,8 @@ def psnr(a: Any, b: Any, *, max_val: float = 1.0) -> np.ndarray | float:
 def _as_maps(maps: Any, argname: str = "maps") -> tuple[np.ndarray, bool]:
     """``(n, h, w)`` float64 maps and whether one map ``(h, w)`` was given.
 
-    A trailing channel axis of size 1 is dropped.
+    A trailing channel axis of size 1 is dropped. NaN and infinite values are refused: they
+    would turn every score built on sums, ranks or maxima into NaN or a silent tie.
     """
     array = np.asarray(maps)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
@@ -156,11 +164,12 @@ def _as_maps(maps: Any, argname: str = "maps") -> tuple[np.ndarray, bool]:
         array = array[None]
     if array.size == 0:
         raise ValueError(f"Expected `{argname}` to be non-empty. Received: shape {array.shape}.")
-    if np.isnan(array).any():
-        bad = np.flatnonzero(np.isnan(array).reshape(len(array), -1).any(axis=1))
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.reshape(len(array), -1).all(axis=1))
         raise ValueError(
-            f"Expected `{argname}` to contain no NaN. Received: NaN in the maps at indices "
-            f"{bad.tolist()}."
+            f"Expected `{argname}` to contain no NaN or Inf (finite values). Received: "
+            f"non-finite values in the maps at indices {bad.tolist()}."
         )
     return array, single
 
@@ -169,6 +178,11 @@ def _maps_and_masks(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray, bool
     """Checked maps ``(n, h, w)`` and boolean masks of the same shape (nonzero = inside)."""
     maps, single = _as_maps(maps)
     array = np.asarray(masks)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ValueError(
+            f"Expected `masks` to be boolean or numeric (nonzero = object). Received: an array "
+            f"of dtype {array.dtype}."
+        )
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim == 2 and single:
@@ -178,14 +192,14 @@ def _maps_and_masks(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray, bool
             f"Expected `masks` to have the shape of `maps` {maps.shape[-3 + single :]} "
             f"(one mask per map). Received: shape {np.shape(masks)}."
         )
-    if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
+    if np.issubdtype(array.dtype, np.inexact) and np.isnan(array).any():
         raise ValueError("Expected `masks` to contain no NaN. Received: NaN values.")
     array = array != 0
     empty = np.flatnonzero(~array.reshape(len(array), -1).any(axis=1))
     if empty.size:
         raise ValueError(
-            "Expected every mask to contain at least one pixel. Received: empty masks at "
-            f"indices {empty.tolist()}."
+            "Expected every mask of `masks` to contain at least one pixel. Received: empty "
+            f"masks at indices {empty.tolist()}."
         )
     return maps, array, single
 
@@ -290,7 +304,14 @@ def energy_pointing_game(maps: Any, masks: Any) -> np.ndarray | float:
         masks: ground truth of the same shape, boolean or 0/1.
 
     Returns:
-        ``(n,)`` values in [0, 1]; a float for one map.
+        ``(n,)`` values in [0, 1] (1: all of the positive energy on the object; higher is
+        better); a float for one map.
+
+    Raises:
+        ValueError: maps and masks of different shapes, an empty batch or mask, NaN or Inf.
+
+    Reference: Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional
+    Neural Networks", CVPR Workshops (2020).
 
     Example:
         >>> kerasviz.metrics.energy_pointing_game(cams, masks).mean()
@@ -317,7 +338,15 @@ def iou_at(maps: Any, masks: Any, quantile: float) -> np.ndarray | float:
         quantile: in [0, 1); 0.9 keeps the top 10% of the pixels.
 
     Returns:
-        ``(n,)`` IoU values in [0, 1]; a float for one map.
+        ``(n,)`` IoU values in [0, 1]; a float for one map. Higher is better.
+
+    Raises:
+        ValueError: maps and masks of different shapes, an empty batch or mask, NaN or Inf,
+            or a ``quantile`` outside [0, 1).
+
+    Reference: the thresholded-map localization of Zhou et al., "Learning Deep Features for
+    Discriminative Localization", CVPR (2016), scored by IoU as in Selvaraju et al.
+    (Grad-CAM, 2017).
 
     Example:
         >>> kerasviz.metrics.iou_at(cams, masks, 0.9).mean()
@@ -771,7 +800,8 @@ def road(
         maps: importance maps ``(n, h, w)`` (or ``(h, w)``) at the input's resolution.
         targets: the class per image; None for the class predicted on the clean images.
         order: ``"morf"`` or ``"lerf"``.
-        fractions: removed fractions, each in [0, 1).
+        fractions: removed fractions, each in [0, 1); ``round(f * h * w)`` must leave at
+            least one pixel.
         noise: standard deviation of the imputation noise, in the images' units.
         seed: seeds the noise.
         tolerance: the imputation solver's relative residual (see
@@ -782,6 +812,10 @@ def road(
 
     Returns:
         ``(n,)`` mean probabilities (a float for one image), or ``(scores, curves)``.
+
+    Raises:
+        ValueError: maps not of the images' shape ``(n, h, w)``, an empty batch, NaN or Inf in
+            the maps, fractions outside [0, 1) or removing every pixel, or bad settings.
 
     Reference: Rong et al., "A Consistent and Efficient Evaluation Strategy for Attribution
     Methods", ICML (2022).
@@ -802,9 +836,16 @@ def road(
         )
     batch, probe, target, images, maps = _image_setup(model, inputs, maps, targets, output, "ROAD")
     n, h, w, c = images.shape
+    counts = np.round(fractions * h * w).astype(np.int32)
+    if counts.max() >= h * w:
+        # with no pixel left the imputation has nothing to fill from (the image would go 0)
+        raise ValueError(
+            f"Expected `fractions` to keep at least one of the {h * w} pixels of the "
+            f"{h}x{w} images (fractions below {1 - 0.5 / (h * w):.6g}). Received: "
+            f"{fractions.tolist()}."
+        )
     classes = fix_predictions(probe, batch, target, batch_size).indices
     ranks = _ranks(maps)
-    counts = np.round(fractions * h * w).astype(np.int32)
     f = len(fractions)
     noise_draws = noise * tf.random.stateless_normal((f, h, w, c), seed=[seed, 0])
     image_index = np.repeat(np.arange(n, dtype=np.int32), f)
@@ -864,8 +905,9 @@ def average_drop(
 
     ``Y`` is the target's probability on the image, ``O`` on the image multiplied pixel by
     pixel with the map min-max normalized to [0, 1] (a constant map gives a black image). The
-    drop is ``max(0, Y - O) / Y`` per image (0 where ``Y`` is 0); its mean times 100 is the
-    paper's "average drop %". Lower is better: the region the map keeps holds the evidence.
+    drop is ``max(0, Y - O) / Y`` per image (0 where ``Y <= 0``, which only a callable
+    ``targets`` returning raw scores can give); its mean times 100 is the paper's "average
+    drop %". Lower is better: the region the map keeps holds the evidence.
 
     Args:
         model: a model with one image input.
@@ -877,6 +919,9 @@ def average_drop(
 
     Returns:
         ``(n,)`` drops in [0, 1]; a float for one image.
+
+    Raises:
+        ValueError: maps not of the images' shape ``(n, h, w)``, an empty batch, NaN or Inf.
 
     Reference: Chattopadhay et al., "Grad-CAM++: Generalized Gradient-Based Visual
     Explanations for Deep Convolutional Networks", WACV (2018), section 5.1.
@@ -935,6 +980,7 @@ def _infidelity_rows(
     probe: Probe,
     rule: ScoreRule,
     samples: int,
+    multiply_by_inputs: bool,
     images,
     maps,
     draws,
@@ -946,10 +992,13 @@ def _infidelity_rows(
 ):
     rows, image, _, _ = expanded_rows(start, stop, samples)
     x = tf.gather(images, image)
-    # one perturbation per pixel, the same on every channel (the map has one value per pixel)
-    perturbation = tf.gather(draws, rows % samples) * tf.gather(spreads, image)[:, None, None]
-    dot = tf.reduce_sum(perturbation * tf.gather(maps, image), axis=[1, 2])
-    _, logits = probe([x - tf.cast(perturbation, x.dtype)[..., None]])
+    # one draw per pixel, the same on every channel (the map has one value per pixel)
+    z = tf.gather(draws, rows % samples) * tf.gather(spreads, image)[:, None, None]
+    dot = tf.reduce_sum(z * tf.gather(maps, image), axis=[1, 2])
+    z = tf.cast(z, x.dtype)[..., None]
+    # multiplied by the inputs, I = x * z and the map is dotted with I / x = z
+    perturbation = x * z if multiply_by_inputs else z
+    _, logits = probe([x - perturbation])
     delta = tf.gather(clean, image) - rule.probabilities(logits, tf.gather(classes, image))
     return tf.stack([dot, delta], axis=1)
 
@@ -963,6 +1012,7 @@ def infidelity(
     samples: int = 32,
     noise: float = 0.1,
     normalize: bool = True,
+    multiply_by_inputs: bool = False,
     seed: int = 0,
     batch_size: int | None = None,
     output: int | str | None = None,
@@ -975,8 +1025,15 @@ def infidelity(
     the target's probability (the engine's one rule; a callable ``targets`` as it returns).
     With ``normalize`` the map's scale is fitted, ``beta = E[I.map * df] / E[(I.map)^2]``
     (Yeh et al.'s optimal scaling), so only its shape counts; otherwise ``beta = 1``. Lower is
-    better; a map that equals the gradient of a linear ``f`` scores 0. The ``n * samples``
-    perturbed images are built on the device and scored in compiled chunks.
+    better; a map that equals the gradient of a linear ``f`` (summed over channels) scores 0.
+
+    Maps that are attributions multiplied by the input (gradient x input, integrated
+    gradients, LRP: they split ``f(x)`` among the pixels rather than give its slope) are read
+    with ``multiply_by_inputs=True``, as Captum does: the perturbation is relative, ``I = x *
+    z`` with ``z`` Gaussian of standard deviation ``noise`` per pixel, and the map is dotted
+    with ``I / x = z``. Then ``sum_c w * x`` per pixel scores 0 for a linear ``f = w . x``.
+    The ``n * samples`` perturbed images are built on the device and scored in compiled
+    chunks.
 
     Args:
         model: a model with one image input.
@@ -984,14 +1041,20 @@ def infidelity(
         maps: maps ``(n, h, w)`` at the input's resolution.
         targets: the class per image; None for the class predicted on the clean images.
         samples: perturbations per image.
-        noise: their standard deviation, as a share of each image's ``max - min``.
+        noise: their standard deviation, as a share of each image's ``max - min`` (with
+            ``multiply_by_inputs``, as a share of each pixel's value).
         normalize: fit the map's scale (True) or take it as is.
+        multiply_by_inputs: the maps are attributions times the input (see above).
         seed: seeds the perturbations.
         batch_size: perturbed images per compiled pass; None for ``max(n, 32)``.
         output: which model output to score.
 
     Returns:
         ``(n,)`` infidelities >= 0; a float for one image.
+
+    Raises:
+        ValueError: maps not of the images' shape ``(n, h, w)``, an empty batch, NaN or Inf in
+            the maps, or bad settings.
 
     Reference: Yeh, Hsieh, Suggala, Inouye and Ravikumar, "On the (In)fidelity and Sensitivity
     of Explanations", NeurIPS (2019).
@@ -1002,6 +1065,7 @@ def infidelity(
     samples = positive_int(samples, "samples")
     noise = number(noise, "noise", low=0, open_low=True)
     normalize = boolean(normalize, "normalize")
+    multiply_by_inputs = boolean(multiply_by_inputs, "multiply_by_inputs")
     seed = integer(seed, "seed")
     batch, probe, target, images, maps = _image_setup(
         model, inputs, maps, targets, output, "infidelity"
@@ -1011,9 +1075,13 @@ def infidelity(
     clean = run_chunked(
         probe.step(_probabilities, target.rule), [images], batch_size, extra=[classes]
     )
-    spreads = noise * (images.reshape(n, -1).max(axis=1) - images.reshape(n, -1).min(axis=1))
+    if multiply_by_inputs:
+        spreads = np.full(n, noise)
+    else:
+        flat = images.reshape(n, -1)
+        spreads = noise * (flat.max(axis=1) - flat.min(axis=1))
     draws = tf.random.stateless_normal((samples, h, w), seed=[seed, 0])
-    fn = probe.step(_infidelity_rows, target.rule, samples)
+    fn = probe.step(_infidelity_rows, target.rule, samples, multiply_by_inputs)
     values = run_rows(
         fn,
         n * samples,
@@ -1221,20 +1289,56 @@ def _rankdata(x: np.ndarray) -> np.ndarray:
 def spearman(a: Any, b: Any) -> np.ndarray:
     """Spearman rank correlation between ``a[i]`` and ``b[i]`` for each row (ties averaged).
 
-    A constant map has no ranking; its correlation is defined as 0.
+    The similarity measure of the randomization check (Adebayo et al., 2018): 1 for maps that
+    rank the pixels alike, near 0 for unrelated maps. A constant map has no ranking: against a
+    map that ranks its pixels the correlation is defined as 0, and two constant maps (all
+    pixels tied in both) rank alike and score 1, so a map that stays blank whatever the
+    weights is not mistaken for one that changed.
+
+    Args:
+        a, b: arrays ``(n, ...)`` of the same shape; each row (all values after the first
+            axis) is one map.
 
     Returns:
         ``(n,)`` correlations in [-1, 1].
+
+    Raises:
+        ValueError: shapes that differ, fewer than 2 axes, an empty batch or map, NaN or Inf.
+
+    Example:
+        >>> kerasviz.metrics.spearman(maps, maps_after)
+        array([0.12, 0.31])
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    arrays = []
+    for name, x in (("a", a), ("b", b)):
+        array = np.asarray(x)
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            raise ValueError(
+                f"Expected `{name}` to be numeric. Received: an array of dtype {array.dtype}."
+            )
+        array = array.astype(np.float64)
+        if array.ndim < 2 or array.size == 0:
+            raise ValueError(
+                f"Expected `{name}` to be a non-empty batch of maps (n, ...), one map per row. "
+                f"Received: shape {array.shape}."
+            )
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"Expected `{name}` to be finite. Received: values with NaN or Inf.")
+        arrays.append(array)
+    a, b = arrays
+    if a.shape != b.shape:
+        raise ValueError(
+            f"Expected `a` and `b` to have the same shape. Received: {a.shape} and {b.shape}."
+        )
     ra = _rankdata(a.reshape(len(a), -1))
     rb = _rankdata(b.reshape(len(b), -1))
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
-    denom = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
+    spread_a, spread_b = (ra**2).sum(axis=1), (rb**2).sum(axis=1)
+    denom = np.sqrt(spread_a * spread_b)
     num = (ra * rb).sum(axis=1)
-    return np.divide(num, denom, out=np.zeros_like(num), where=denom > 0)
+    rho = np.divide(num, denom, out=np.zeros_like(num), where=denom > 0)
+    return np.where((spread_a == 0) & (spread_b == 0), 1.0, rho)
 
 
 @dataclass
@@ -1315,8 +1419,9 @@ def randomization_check(
     """The model-parameter randomization test (Adebayo et al., 2018), on a copy of the model.
 
     The model is cloned (``keras.models.clone_model`` plus ``set_weights``); the user's model is
-    never touched. Layers with trainable weights (leaf layers, nested models included) are
-    randomized from the top, logits layer first. With ``order="cascading"`` each step keeps
+    never touched. Layers with learned weights (leaf layers, nested models included, frozen
+    ones too; BatchNorm's moving statistics are kept) are randomized from the top, logits
+    layer first. With ``order="cascading"`` each step keeps
     the earlier randomizations; with ``"independent"`` each layer is randomized alone. After
     each step ``method(copy, inputs, targets, **method_kwargs)`` is recomputed and compared
     with the original map by Spearman rank correlation. ``targets=None`` is fixed to the
@@ -1357,12 +1462,25 @@ def randomization_check(
         targets = fix_predictions(probe, batch, target, None).indices.astype(np.int64)
     inputs = batch.arrays if len(batch.arrays) > 1 else batch.arrays[0]
     original = np.asarray(method(model, inputs, targets, **method_kwargs), dtype=np.float64)
-    if np.isnan(original).any():
-        raise ValueError("Expected `method` to return maps without NaN on the original model.")
+    n = len(batch.arrays[0])
+    if original.ndim < 2 or len(original) != n:
+        raise ValueError(
+            f"Expected `method` to return one map per image, shape ({n}, ...). Received: shape "
+            f"{original.shape}."
+        )
+    if not np.all(np.isfinite(original)):
+        raise ValueError(
+            "Expected `method` to return finite maps (no NaN or Inf) on the original model."
+        )
 
     copy = keras.models.clone_model(model)
     original_weights = model.get_weights()
     copy.set_weights(original_weights)
+    # Frozen layers (a transfer-learning backbone) hold weights the maps should depend on too;
+    # unfreezing each layer of the private copy (a model's flag does not reach its layers)
+    # lists their variables, BatchNorm's moving statistics aside.
+    for _, layer in iter_layers(copy):
+        layer.trainable = True
     layers = [
         (path, layer)
         for path, layer in iter_layers(copy)
