@@ -274,7 +274,9 @@ class _Runner:
                 step = step0 + i
                 with tf.GradientTape() as tape:
                     unit = param.to_unit(tvar, h, w, c)
-                    x = lo + apply_transforms(transforms, unit, seed, step) * (hi - lo)
+                    x = apply_transforms(transforms, unit, seed, step)
+                    if (lo, hi) != (0.0, 1.0):
+                        x = lo + x * (hi - lo)
                     if resize:
                         x = tf.image.resize(x, model_hw, method="bilinear")
                     outputs, logits = probe([x])
