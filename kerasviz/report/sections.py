@@ -717,10 +717,10 @@ _MORE_CAMS_SAY = {
 }
 
 
-def _ablated(s: Subject, st: Settings) -> tuple[int, int]:
-    """``(channels Ablation-CAM zeroes, channels of the CAM layer)``."""
+def _ablated(s: Subject, asked: int) -> tuple[int, int]:
+    """``(channels Ablation-CAM zeroes, channels of the CAM layer)`` for ``asked`` channels."""
     total = _pattern_channels(s, s.cam_layer)
-    return min(st.ablation_channels, total), total
+    return min(asked, total), total
 
 
 def more_cam_maps(s: Subject, st: Settings) -> dict[str, np.ndarray]:
@@ -731,7 +731,9 @@ def more_cam_maps(s: Subject, st: Settings) -> dict[str, np.ndarray]:
     x, t = s.inputs[:n], s.targets[:n]
     maps = {}
     for name, method in _MORE_CAMS[: max(st.more_cams, 1)]:
-        extra = {"max_channels": _ablated(s, st)[0]} if name == "Ablation-CAM" else {}
+        extra = (
+            {"max_channels": _ablated(s, st.ablation_channels)[0]} if name == "Ablation-CAM" else {}
+        )
         maps[name] = method(s.model, x, t, s.cam_layer, **extra)
         _advance(st)
     return maps
@@ -747,7 +749,7 @@ def _more_cams_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kn
                 if name == "Eigen-CAM":  # a forward pass up to the layer
                     total += c.compile(path, 0.5) + c.forward_rows(n, share)
                 elif name == "Ablation-CAM":  # the front once, the tail once per channel
-                    channels = _ablated(s, Settings(ablation_channels=k["ablation_channels"]))[0]
+                    channels = _ablated(s, k["ablation_channels"])[0]
                     total += (
                         c.compile(path)
                         + c.forward_rows(n)
@@ -761,9 +763,7 @@ def _more_cams_cost(subjects: list[Subject], st: Settings, costs: CostsOf) -> Kn
     def describe(k: dict) -> str:
         names = [name for name, _ in _MORE_CAMS[: k["more_cams"]]]
         if "Ablation-CAM" in names:
-            counts = {
-                _ablated(s, Settings(ablation_channels=k["ablation_channels"])) for s in subjects
-            }
+            counts = {_ablated(s, k["ablation_channels"]) for s in subjects}
             shown = ", ".join(f"{a} of {b}" for a, b in sorted(counts))
             names[-1] = f"Ablation-CAM of {shown} channels"
         return f"{_images(k, subjects[0])}, {', '.join(names)}"
@@ -790,7 +790,7 @@ def _sec_more_cams(subjects: list[Subject], st: Settings, sec: Section) -> None:
     for s in subjects:
         n = min(st.show, len(s.inputs))
         maps = more_cam_maps(s, st)
-        ablated, total = _ablated(s, st)
+        ablated, total = _ablated(s, st.ablation_channels)
         said = [_MORE_CAMS_SAY[name] for name in maps]
         if "Ablation-CAM" in maps:
             which = (
