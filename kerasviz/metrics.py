@@ -918,7 +918,9 @@ def average_drop(
         output: which model output to score.
 
     Returns:
-        ``(n,)`` drops in [0, 1]; a float for one image.
+        ``(n,)`` drops >= 0, at most 1 for probabilities (with a callable ``targets``
+        returning raw scores, ``O`` can fall below 0 and the drop exceed 1); a float for one
+        image.
 
     Raises:
         ValueError: maps not of the images' shape ``(n, h, w)``, an empty batch, NaN or Inf.
@@ -1147,6 +1149,10 @@ def max_sensitivity(
     Returns:
         ``(n,)`` sensitivities >= 0; a float for one image.
 
+    Raises:
+        ValueError: an empty batch, a ``method`` that is not callable or returns maps that are
+            not one per image of one shape or not finite, or bad settings.
+
     Reference: Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS
     (2019).
 
@@ -1185,10 +1191,16 @@ def max_sensitivity(
         noisy = np.asarray(
             method(model, copies, _repeat(fixed, rows, samples), **method_kwargs), np.float64
         )
-        if noisy.shape[1:] != clean.shape[1:] or len(noisy) != k * samples:
+        shapes_ok = clean.ndim >= 2 and len(clean) == k and len(noisy) == k * samples
+        if not shapes_ok or noisy.shape[1:] != clean.shape[1:]:
             raise ValueError(
                 f"Expected `method` to return one map per image of one shape. Received: "
                 f"{clean.shape} for {k} images, then {noisy.shape} for {k * samples}."
+            )
+        if not (np.all(np.isfinite(clean)) and np.all(np.isfinite(noisy))):
+            raise ValueError(
+                "Expected `method` to return finite maps (no NaN or Inf). Received: non-finite "
+                "values."
             )
         change = noisy.reshape(k, samples, -1) - clean.reshape(k, 1, -1)
         worst[rows] = np.sqrt((change**2).sum(axis=2)).max(axis=1)
@@ -1414,6 +1426,7 @@ def randomization_check(
     order: str = "cascading",
     seed: int = 0,
     threshold: float = 0.5,
+    max_layers: int | None = None,
     **method_kwargs: Any,
 ) -> RandomizationResult:
     """The model-parameter randomization test (Adebayo et al., 2018), on a copy of the model.
@@ -1442,6 +1455,9 @@ def randomization_check(
         order: ``"cascading"`` or ``"independent"``.
         seed: seeds the random weights (a numpy generator; Keras' global seed is not used).
         threshold: ``passed`` is True when the final mean ``|rho|`` falls below it.
+        max_layers: randomize only this many layers with weights, from the top (the cost is
+            one explanation per layer: a cascade through the top blocks of a 200-layer model);
+            None for every layer.
         **method_kwargs: passed to ``method``, e.g. ``layer="conv2"``.
 
     Returns:
@@ -1455,6 +1471,8 @@ def randomization_check(
     """
     choice(order, ("cascading", "independent"), "order")
     threshold = number(threshold, "threshold", low=0)
+    if max_layers is not None:
+        max_layers = positive_int(max_layers, "max_layers")
     if not callable(method):
         raise ValueError(f"Expected `method` to be callable. Received: {method!r}.")
     batch, probe, target = setup(model, inputs, targets)
@@ -1485,7 +1503,7 @@ def randomization_check(
         (path, layer)
         for path, layer in iter_layers(copy)
         if not is_graph_model(layer) and layer.trainable_weights
-    ][::-1]
+    ][::-1][:max_layers]
     if not layers:
         raise ValueError("Expected `model` to have layers with trainable weights to randomize.")
     rng = np.random.default_rng(seed)

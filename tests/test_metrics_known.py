@@ -195,6 +195,47 @@ def test_deletion_and_insertion_known_answers(object_model):
     assert aucs[0] == pytest.approx(14.0) and aucs[0] > aucs[1] and aucs[0] > aucs[2]
 
 
+# ---------------------------------------------------------------- every model-scored metric
+
+MODEL_METRICS = {
+    "deletion_auc": lambda m, x, maps, **kw: metrics.deletion_auc(
+        m, x, maps, logit0, steps=4, **kw
+    ),
+    "insertion_auc": lambda m, x, maps, **kw: metrics.insertion_auc(
+        m, x, maps, logit0, steps=4, baseline=0.0, **kw
+    ),
+    "average_drop": lambda m, x, maps, **kw: metrics.average_drop(m, x, maps, logit0, **kw),
+    "increase_in_confidence": lambda m, x, maps, **kw: metrics.increase_in_confidence(
+        m, x, maps, logit0, **kw
+    ),
+    "infidelity": lambda m, x, maps, **kw: metrics.infidelity(m, x, maps, logit0, samples=4, **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_METRICS))
+def test_model_metrics_batched_and_bad_input(object_model, name):
+    fn = MODEL_METRICS[name]
+    rng = np.random.default_rng(11)
+    images = rng.random((3, SIZE, SIZE, 1)).astype(np.float32)
+    maps = rng.random((3, SIZE, SIZE))
+    # one call on the batch (in passes of 2 images) equals one call per image
+    batched = fn(object_model, images, maps, batch_size=2)
+    assert batched.shape == (3,)
+    single = [fn(object_model, images[i], maps[i]) for i in range(3)]
+    assert all(isinstance(v, float) for v in single)
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="`maps` to have one value per input pixel"):
+        fn(object_model, images, maps[:, :, :-1])
+    with pytest.raises(ValueError, match="`maps` to have one value per input pixel"):
+        fn(object_model, images, maps[:2])
+    with pytest.raises(ValueError, match="`maps` to be non-empty"):
+        fn(object_model, images, maps[:0])
+    with pytest.raises(ValueError, match="`inputs` to hold at least one image"):
+        fn(object_model, images[:0], maps[:0])
+    with pytest.raises(ValueError, match="`maps` to contain no NaN or Inf"):
+        fn(object_model, images, np.where(maps > 0.5, np.inf, maps))
+
+
 # ---------------------------------------------------------------- ROAD
 
 FRACTIONS = (0.1, 0.16, 0.3, 0.8)  # one tuple everywhere: one compiled step per order
@@ -446,6 +487,10 @@ def test_max_sensitivity_known_answers(linear):
         metrics.max_sensitivity(constant, model, images[:0])
     with pytest.raises(ValueError, match="`samples`"):
         metrics.max_sensitivity(constant, model, images, samples=0)
+    with pytest.raises(ValueError, match="`method` to return one map per image"):
+        metrics.max_sensitivity(lambda m, x, t: np.zeros((SIZE, SIZE)), model, images)
+    with pytest.raises(ValueError, match="`method` to return finite maps"):
+        metrics.max_sensitivity(lambda m, x, t: np.full((len(x), 2, 2), np.nan), model, images)
 
 
 # ---------------------------------------------------------------- sparseness and entropy
