@@ -286,28 +286,63 @@ def test_the_budget_lowers_the_new_sections_and_captions_say_so(tmp_path, subjec
     black = note_of(blocks["blackbox"])
     lime = int(re.search(r"(\d+) LIME samples", black)[1])
     rise = int(re.search(r"(\d+) RISE masks", black)[1])
-    # The rows fit the 85% of the share planned: (lime + rise) forward rows at 0.1 s.
-    assert 24 <= lime < 500 and 64 <= rise < 2000 and (lime + rise) * 0.1 < 19
+    # The rows fit the 19 s: (lime + rise) forward rows at 0.1 s.
+    assert 16 <= lime < 500 and 32 <= rise < 2000 and (lime + rise) * 0.1 <= 19
     assert f"LIME ({lime} samples" in blocks["blackbox"]
     assert f"RISE ({rise} random" in blocks["blackbox"]
     assert ("no KernelSHAP" in black) == ("KernelSHAP left out" in blocks["blackbox"])
 
 
 def test_a_tight_budget_keeps_the_minimums_and_names_what_does_not_fit(tmp_path, subject):
-    # 1 s per forward+backward row: the CAMs and the gradients keep one method on one image;
-    # the black-box minimum (24 LIME samples and 64 RISE masks at 0.5 s) cannot fit.
-    blocks = planned(tmp_path, subject, seconds=40, backward=1.0, forward=0.5)
+    # 1 s per forward+backward row, 0.5 s per forward row. With 30 s, the gradients keep LRP
+    # EpsilonPlus the longest of the methods beyond saliency.
+    blocks = planned(tmp_path, subject, seconds=30, backward=1.0, forward=0.5)
+    grads = note_of(blocks["gradients"])
+    assert "1 image, no SmoothGrad, no integrated gradients, LRP EpsilonPlus, no DeepLIFT" in grads
+    assert "relevance.png" in blocks["gradients"]
+    # With 12 s, one method on one image each; the black-box section starts on less than its
+    # minimum (24 s), as its RISE masks stop at the deadline.
+    blocks = planned(tmp_path / "12", subject, seconds=12, backward=1.0, forward=0.5)
     cams = blocks["more-cams"]
     assert "Within the time budget: 1 of 4 images, HiResCAM (asked" in note_of(cams)
     assert "Eigen-CAM, XGrad-CAM, Ablation-CAM left out, within the time budget" in cams
     grads = note_of(blocks["gradients"])
     assert "1 image, no SmoothGrad, no integrated gradients, no LRP, no DeepLIFT, no " in grads
     assert "saliency" in blocks["gradients"] and "relevance.png" not in blocks["gradients"]
+    black = note_of(blocks["blackbox"])
+    assert "1 of 4 images, 16 LIME samples, no KernelSHAP, 32 RISE masks (asked" in black
+    # With 8 s, not even 40% of that minimum: named with the --budget that would include it.
+    blocks = planned(tmp_path / "8", subject, seconds=8, backward=1.0, forward=0.5)
     skipped = note_of(blocks["blackbox"])
-    assert skipped.startswith("Skipped to stay within the 40 s budget: at its smallest (1 of 4 ")
-    assert "24 LIME samples, no KernelSHAP, 64 RISE masks) this section needs about 44 s" in skipped
-    assert int(re.search(r"--budget (\d+) would include it", skipped)[1]) > 40
+    assert skipped.startswith("Skipped to stay within the 8 s budget: at its smallest (1 of 4 ")
+    assert "16 LIME samples, no KernelSHAP, 32 RISE masks) this section needs about 24 s" in skipped
+    assert int(re.search(r"--budget (\d+) would include it", skipped)[1]) > 8
     assert "<img " not in blocks["blackbox"]
+
+
+def test_rise_masks_stop_at_the_deadline_in_chunks(subject, fast, tmp_path):
+    s, n = subject, fast.show
+    x, t = s.inputs[:n], s.targets[:n]
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    # 48 masks in 3 chunks of 16, seeded 0, 1, 2: their mean is RISE over the 48 masks drawn.
+    clock = [0.0]
+    work = Work(deadline=100.0, clock=lambda: clock[0])
+    found = blackbox_maps(s, replace(fast, kernel_shap_samples=0, work=work))
+    parts = [kerasviz.rise(s.model, x, t, masks=16, baseline=mean, seed=k) for k in range(3)]
+    assert found["RISE masks"] == 48
+    np.testing.assert_allclose(found["RISE"], np.mean(parts, axis=0), rtol=1e-5, atol=1e-7)
+    # Past the deadline after the first chunk: 16 masks, the first chunk's map.
+    work = Work(deadline=-1.0, clock=lambda: clock[0])
+    st = replace(fast, kernel_shap_samples=0, work=work)
+    found = blackbox_maps(s, st)
+    assert found["RISE masks"] == 16
+    np.testing.assert_allclose(found["RISE"], parts[0], rtol=1e-5, atol=1e-7)
+    report = Report(tmp_path, "rise")
+    _sec_blackbox([s], st, report.section("blackbox", "Black-box"))
+    assert (
+        "RISE (16 of 48 planned (stopped at the deadline) 7x7-cell masks"
+        in (sections_html(report)["blackbox"])
+    )
 
 
 def test_work_progress_counts_the_new_sections_units(subject, fast, tmp_path):
