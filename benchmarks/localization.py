@@ -457,7 +457,20 @@ def _cell(values: np.ndarray | None, digits: int = 3) -> str:
         return "-"
     mean, low, high = bootstrap_ci(values, resamples=1000, seed=0)
     n = int(np.isfinite(values).sum())
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] n={n}"
+    return f"{_num(mean, digits)} [{_num(low, digits)}, {_num(high, digits)}] n={n}"
+
+
+def _num(value: float, digits: int = 3) -> str:
+    """``digits`` decimals, or ``digits`` significant digits for values below 0.01 (infidelity
+    and sensitivity are small numbers)."""
+    if value != 0 and abs(value) < 0.01:
+        return f"{value:.{digits}g}"
+    return f"{value:.{digits}f}"
+
+
+def _rounded(value: float) -> float:
+    """The value at the tables' precision (3 significant digits), for ties."""
+    return float(f"{value:.3g}")
 
 
 def _counts(table: list[Row]) -> str:
@@ -525,8 +538,8 @@ def settings(args) -> str:
 def compare(results: list[tuple[str, list[Row]]]) -> tuple[str, dict]:
     """Projection against projection on every CAM, metric and model.
 
-    A (model, CAM, metric) comparison is won by the projection with the best mean (ties at the
-    tables' 3 decimals shared). Against bilinear, a paired 95% bootstrap interval of the
+    A (model, CAM, metric) comparison is won by the projection with the best mean (ties at 3
+    significant digits shared). Against bilinear, a paired 95% bootstrap interval of the
     per-image difference decides better, worse or tied per CAM; a projection meets the goal
     "at least as good as bilinear on every metric, both models" when no CAM is worse on any
     (model, metric).
@@ -545,9 +558,10 @@ def compare(results: list[tuple[str, list[Row]]]) -> tuple[str, dict]:
             if not cams or not all(key in by[(c, p)].values for c in cams for p in names):
                 continue
             means = {p: np.mean([np.nanmean(by[(c, p)].values[key]) for c in cams]) for p in names}
-            n = min(int(np.isfinite(by[(c, p)].values[key]).sum()) for c in cams for p in names)
+            counts = {int(np.isfinite(by[(c, p)].values[key]).sum()) for c in cams for p in names}
+            n = "/".join(str(v) for v in sorted(counts, reverse=True))
             for c in cams:
-                m = {p: round(float(np.nanmean(by[(c, p)].values[key])), 3) for p in names}
+                m = {p: _rounded(float(np.nanmean(by[(c, p)].values[key]))) for p in names}
                 top = max(m.values()) if higher else min(m.values())
                 winners = [p for p in names if m[p] == top]
                 for p in winners:
@@ -566,7 +580,7 @@ def compare(results: list[tuple[str, list[Row]]]) -> tuple[str, dict]:
                     losses[p].append(f"{model} {title_} ({', '.join(lost)})")
             lines.append(
                 f"| {model} | {title_} ({'higher' if higher else 'lower'} is better) | {n} | "
-                + " | ".join(f"{means[p]:.3f}" for p in names)
+                + " | ".join(_num(means[p]) for p in names)
                 + " | "
                 + " | ".join(cells)
                 + " |"
