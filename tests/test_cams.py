@@ -139,14 +139,14 @@ def test_grad_cam_plus_plus_does_not_overflow_on_huge_logits():
 def test_several_layers_in_one_pass_equal_separate_calls(cam_model, images):
     layers = ["c1", "c2", "c3"]
     before = TRACES["cam"]
-    together = kerasviz.layer_cam(cam_model, images, TARGETS, layers)
+    together = kerasviz.layer_cam(cam_model, images, TARGETS, layers, upsample="receptive_field")
     assert TRACES["cam"] - before == 1
     assert list(together) == layers
     for layer in layers:
-        alone = kerasviz.layer_cam(cam_model, images, TARGETS, layer)
+        alone = kerasviz.layer_cam(cam_model, images, TARGETS, layer, upsample="receptive_field")
         assert together[layer].shape == (3, 12, 12)
         np.testing.assert_allclose(together[layer], alone, rtol=1e-5, atol=1e-8)
-    again = kerasviz.layer_cam(cam_model, images, [1, 2, 3], layers)
+    again = kerasviz.layer_cam(cam_model, images, [1, 2, 3], layers, upsample="receptive_field")
     assert TRACES["cam"] - before == 1 + len(layers)  # 1 list + 3 singles; no retrace
     assert not np.allclose(again["c3"], together["c3"])
 
@@ -155,7 +155,7 @@ def test_upsampling_modes(cam_model, images):
     low = kerasviz.grad_cam(cam_model, images, TARGETS, "c3", upsample=None)
     assert low.shape == (3, 6, 6)
     rf = receptive_field(cam_model, "c3")
-    exact = kerasviz.grad_cam(cam_model, images, TARGETS, "c3")
+    exact = kerasviz.grad_cam(cam_model, images, TARGETS, "c3", upsample="receptive_field")
     np.testing.assert_allclose(exact, backproject(low, rf), rtol=1e-5, atol=1e-8)
     bilinear = kerasviz.grad_cam(cam_model, images, TARGETS, "c3", upsample="bilinear")
     np.testing.assert_allclose(bilinear, resize_bilinear(low, (12, 12)), rtol=1e-5, atol=1e-8)
@@ -279,7 +279,7 @@ def test_model_with_unknown_input_size():
     for size in (10, 14, 10):
         x = np.random.default_rng(size).random((2, size, size, 3), dtype=np.float32)
         low = kerasviz.grad_cam(model, x, 1, upsample=None)
-        heat = kerasviz.grad_cam(model, x, 1)
+        heat = kerasviz.grad_cam(model, x, 1, upsample="receptive_field")
         rf = receptive_field(model, "conv", input_size=(size, size))
         assert heat.shape == (2, size, size)
         np.testing.assert_allclose(heat, backproject(low, rf), rtol=1e-5, atol=1e-8)

@@ -202,7 +202,7 @@ def test_every_new_cam_projects_through_the_receptive_field(flat_model, images):
         kerasviz.ablation_cam,
     ):
         low = method(flat_model, images, TARGETS, "c2", upsample=None)
-        high = method(flat_model, images, TARGETS, "c2")
+        high = method(flat_model, images, TARGETS, "c2", upsample="receptive_field")
         assert high.shape == (3, 10, 10)
         np.testing.assert_allclose(high, backproject(low, rf), rtol=1e-5, atol=1e-6)
 

@@ -27,12 +27,13 @@ the first principal component of ``weights * activations`` (:func:`principal_map
 ``"augment"``, the mean over test-time horizontal flips and intensity factors
 (:data:`AUGMENT_FACTORS`), each map flipped back onto the original pixels (:func:`augmented`).
 
-**Projection.** ``upsample="receptive_field"`` (default) gives each input pixel the mean of the
-map values whose receptive fields cover it (:func:`kerasviz.receptive_field.backproject`);
-``"effective"`` weights each unit by its number of paths to the pixel (its effective receptive
-field, ``backproject(..., method="effective")``); ``"bilinear"`` resizes with half-pixel
-centres; ``None`` returns the layer-resolution map. Maps are raw: not normalized (a constant or
-zero map comes back as zeros, never NaN).
+**Projection.** ``upsample="bilinear"`` (default: it wins the most comparisons of
+``benchmarks/localization.py``, docs/localization.md) resizes with half-pixel centres;
+``"receptive_field"`` gives each input pixel the mean of the map values whose receptive fields
+cover it (:func:`kerasviz.receptive_field.backproject`); ``"effective"`` weights each unit by its
+number of paths to the pixel (its effective receptive field, ``backproject(...,
+method="effective")``); ``None`` returns the layer-resolution map. Maps are raw: not normalized (a
+constant or zero map comes back as zeros, never NaN).
 """
 
 from __future__ import annotations
@@ -385,7 +386,7 @@ def cam(
     *,
     weighting: Weighting = grad_cam_weights,
     batch_size: int | None = None,
-    upsample: str | None = "receptive_field",
+    upsample: str | None = "bilinear",
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -403,7 +404,7 @@ def cam(
         batch_size: rows per forward pass; None for all images at once.
         upsample: ``"receptive_field"`` (exact back-projection, the mean over the covering
             fields), ``"effective"`` (the same weighted by path counts: the effective receptive
-            fields), ``"bilinear"`` or None.
+            fields), ``"bilinear"`` (the default) or None.
         relu: rectify the map (standard); False keeps the negative evidence (signed maps).
         smooth: None; ``"eigen"`` for the first principal component of ``weights *
             activations`` in place of their sum (:func:`principal_map`); ``"augment"`` for
@@ -464,7 +465,7 @@ def grad_cam(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "receptive_field",
+    upsample: str | None = "bilinear",
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -495,7 +496,7 @@ def grad_cam_plus_plus(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "receptive_field",
+    upsample: str | None = "bilinear",
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -528,7 +529,7 @@ def layer_cam(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "receptive_field",
+    upsample: str | None = "bilinear",
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -598,7 +599,7 @@ def score_cam(
     *,
     batch_size: int | None = None,
     max_channels: int | None = None,
-    upsample: str | None = "receptive_field",
+    upsample: str | None = "bilinear",
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -706,7 +707,7 @@ def hires_cam(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "receptive_field",
+    upsample: str | None = "bilinear",
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -740,7 +741,7 @@ def xgrad_cam(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "receptive_field",
+    upsample: str | None = "bilinear",
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -788,7 +789,7 @@ def eigen_cam(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "receptive_field",
+    upsample: str | None = "bilinear",
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -953,7 +954,7 @@ def ablation_cam(
     *,
     batch_size: int | None = None,
     max_channels: int | None = None,
-    upsample: str | None = "receptive_field",
+    upsample: str | None = "bilinear",
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,

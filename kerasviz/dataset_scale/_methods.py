@@ -212,7 +212,7 @@ def _cam_kernel(model, spec: MethodSpec, image_shape, output):
     kwargs = spec.kwargs
     weighting = kwargs.get("weighting", cams.grad_cam_weights)
     weighting = _CAM_WEIGHTS.get(spec.method, weighting)
-    upsample = kwargs.get("upsample", "receptive_field")
+    upsample = kwargs.get("upsample", "bilinear")
     relu = bool(kwargs.get("relu", True))
     (path,), _ = cams.cam_layers(model, kwargs.get("layer"))
     probe = get_probe(model, [path], output=output)
@@ -388,7 +388,7 @@ def build_kernel(
         for key, value in spec.kwargs.items()
     ):
         return None
-    if spec.kwargs.get("upsample", "receptive_field") not in ("receptive_field", "bilinear"):
+    if spec.kwargs.get("upsample", "bilinear") not in ("receptive_field", "bilinear"):
         return None  # layer-resolution maps or another projection: the public function
     if spec.method in ("cam", *_CAM_WEIGHTS):
         return _cam_kernel(model, spec, image_shape, output)
