@@ -547,6 +547,8 @@ def compare(results: list[tuple[str, list[Row]]]) -> tuple[str, dict]:
     names = list(PROJECTIONS)
     rivals = [p for p in names if p != "bilinear"]
     wins = dict.fromkeys(names, 0.0)
+    # the same count without the complexity metrics (concentration, not faithfulness)
+    core = dict.fromkeys(names, 0.0)
     comparisons = 0
     lines = []
     losses: dict[str, list[str]] = {p: [] for p in rivals}
@@ -566,6 +568,8 @@ def compare(results: list[tuple[str, list[Row]]]) -> tuple[str, dict]:
                 winners = [p for p in names if m[p] == top]
                 for p in winners:
                     wins[p] += 1 / len(winners)
+                    if key not in ("sparseness", "entropy"):
+                        core[p] += 1 / len(winners)
                 comparisons += 1
             cells = []
             for p in rivals:
@@ -597,7 +601,10 @@ def compare(results: list[tuple[str, list[Row]]]) -> tuple[str, dict]:
     winner = max(wins, key=wins.get)
     summary = [
         f"Wins over {comparisons} (model, CAM, metric) comparisons (best mean, ties shared): "
-        f"{ranking}. Default: **{winner}**."
+        f"{ranking}. Default: **{winner}**.",
+        "Without sparseness and entropy (how concentrated a map is, not where it points): "
+        + ", ".join(f"{p} {core[p]:.1f}" for p in sorted(core, key=lambda p: -core[p]))
+        + ".",
     ]
     for p in rivals:
         if losses[p]:
@@ -613,7 +620,8 @@ def compare(results: list[tuple[str, list[Row]]]) -> tuple[str, dict]:
                 "**met** (no CAM worse than bilinear on any metric, paired 95% bootstrap)."
             )
     text = header + "\n" + "\n".join(lines) + "\n\n" + "\n\n".join(summary)
-    return text, {"wins": wins, "winner": winner, "losses": losses, "summary": summary}
+    decision = {"wins": wins, "core_wins": core, "winner": winner, "losses": losses}
+    return text, {**decision, "summary": summary}
 
 
 def main() -> None:
