@@ -22,6 +22,7 @@ from kerasviz.report.sections import (
     _sec_blackbox,
     _sec_gradients,
     _sec_more_cams,
+    _segments,
     _superpixel_count,
     blackbox_maps,
     more_cam_maps,
@@ -201,6 +202,18 @@ def test_grid_segments_by_hand():
     assert _superpixel_count(Settings(segments=40, lime_samples=500)) == 40
     assert _superpixel_count(Settings(segments=40, lime_samples=100)) == 25
     assert _superpixel_count(Settings(segments=40, lime_samples=24)) == 8
+
+
+def test_segments_fall_back_to_square_cells(subject):
+    # SLIC finds one segment in uniform noise: LIME and KernelSHAP get a 3x3 grid instead,
+    # bands of 11, 11 and 10 px (row * 3 // 32).
+    noise = np.random.default_rng(0).random((1, SIZE, SIZE, 3)).astype(np.float32)
+    labels, how = _segments(replace(subject, display=noise), 1, 9)
+    assert how == "9 square cells (SLIC found one segment)"
+    np.testing.assert_array_equal(labels[0], _grid_segments(SIZE, SIZE, 9))
+    assert np.bincount(labels[0].ravel()).tolist() == [121, 121, 110, 121, 121, 110, 110, 110, 100]
+    labels, how = _segments(subject, 2, 9)
+    assert how.startswith("SLIC superpixels (") and labels.shape == (2, SIZE, SIZE)
 
 
 def test_blackbox_maps_are_the_methods_own(subject, fast):

@@ -1085,7 +1085,11 @@ def _segments(s: Subject, n: int, count: int) -> tuple[np.ndarray, str]:
         labels, counts = superpixels(s.display[:n].astype(np.float32), count)
         return labels, f"SLIC superpixels ({', '.join(str(int(k)) for k in counts)})"
     except ValueError as error:
-        why = "scikit-image is not installed" if "scikit-image" in str(error) else "SLIC found one"
+        why = (
+            "scikit-image is not installed"
+            if "scikit-image" in str(error)
+            else "SLIC found one segment"
+        )
         grid = np.broadcast_to(_grid_segments(h, w, count), (n, h, w))
         cells = int(grid[0].max()) + 1
         return np.ascontiguousarray(grid), f"{cells} square cells ({why})"
@@ -1138,8 +1142,8 @@ def blackbox_maps(s: Subject, st: Settings) -> dict[str, Any]:
         total = total + chunk * kerasviz.rise(
             s.model, x, t, masks=chunk, baseline=mean, seed=k
         ).astype(np.float64)
+        _advance(st, max(min(chunk, st.rise_masks - done), 0))
         done += chunk
-        _advance(st, chunk)
         now = clock()
         if now + (now - start) > deadline:
             break
