@@ -24,7 +24,7 @@ test: $(VENV)/.test-installed
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadscope
 
 lint:
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
