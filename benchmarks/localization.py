@@ -482,11 +482,17 @@ def _counts(table: list[Row]) -> str:
     return "; ".join(parts)
 
 
-def markdown_table(table: list[Row], keys: list[str]) -> str:
-    header = ["method", "projection", "s / image", *(TITLE[k] for k in keys)]
+def markdown_table(table: list[Row], keys: list[str], seconds: bool = True) -> str:
+    header = [
+        "method",
+        "projection",
+        *(["s / image"] if seconds else []),
+        *(TITLE[k] for k in keys),
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table:
-        cells = [r.label, r.projection, f"{r.seconds:.4f}", *(_cell(r.values.get(k)) for k in keys)]
+        timing = [f"{r.seconds:.4f}"] if seconds else []
+        cells = [r.label, r.projection, *timing, *(_cell(r.values.get(k)) for k in keys)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -511,12 +517,14 @@ def _paired(a: np.ndarray, b: np.ndarray, higher: bool) -> int:
 COMPACT = ("pg_strict", "pg_standard", "energy", "deletion", "insertion")
 
 
-def compact_table(results: list[tuple[str, list[Row]]]) -> str:
-    """Grad-CAM under the three projections and every non-CAM method, one table per model."""
+def compact_table(results: list[tuple[str, list[Row]]], default: str) -> str:
+    """Grad-CAM under the three projections, the other CAMs under the ``default`` projection
+    and every non-CAM method, one table per model."""
     parts = []
     for title, table in results:
-        chosen = [r for r in table if r.label == "Grad-CAM" or r.projection == "-"]
-        parts.append(f"**{title.split(':')[0]}**\n\n{markdown_table(chosen, list(COMPACT))}")
+        chosen = [r for r in table if r.label == "Grad-CAM" or r.projection in ("-", default)]
+        body = markdown_table(chosen, list(COMPACT), seconds=False)
+        parts.append(f"**{title.split(':')[0]}**\n\n{body}")
     return "\n\n".join(parts)
 
 
@@ -702,7 +710,7 @@ def main() -> None:
         args.markdown.write_text(text)
         _log(f"wrote {args.markdown}")
     if args.readme is not None:
-        args.readme.write_text(compact_table(results) + "\n")
+        args.readme.write_text(compact_table(results, decision["winner"]) + "\n")
         _log(f"wrote {args.readme}")
     for line in decision["summary"]:
         _log("SUMMARY " + line.replace("**", ""))
