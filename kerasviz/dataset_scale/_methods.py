@@ -256,6 +256,9 @@ def _input_grad_kernel(model, spec: MethodSpec, output, guided_view: bool):
 
 def _guided_grad_cam_kernel(model, spec: MethodSpec, image_shape, output):
     kwargs = dict(spec.kwargs)
+    # the public function's own default projection, which need not be the CAMs' default
+    upsample = inspect.signature(guided.guided_grad_cam).parameters["upsample"].default
+    kwargs.setdefault("upsample", upsample)
     cam = _cam_kernel(model, MethodSpec(spec.name, "grad_cam", kwargs), image_shape, output)
     view = guided.guided_model(model, output)
 
