@@ -334,7 +334,7 @@ def test_grad_cam_of_1d_and_3d_convolutions(name, request):
     for axis, size in enumerate(x.shape[1:-1], start=1):
         by_hand = _interp(by_hand, axis, size)
     np.testing.assert_allclose(bilinear, by_hand, rtol=1e-5, atol=1e-8)
-    exact = kerasviz.grad_cam(model, x, 1)
+    exact = kerasviz.grad_cam(model, x, 1, upsample="receptive_field")
     rf = kerasviz.receptive_field(model, "c2")
     assert exact.shape == x.shape[:-1]
     np.testing.assert_allclose(exact, kerasviz.backproject(expected, rf), rtol=1e-5, atol=1e-8)
@@ -452,7 +452,10 @@ def test_default_cam_layer_is_the_last_custom_convolution(layer_type):
     )
     rf = kerasviz.receptive_field(model, "custom")
     np.testing.assert_allclose(
-        kerasviz.grad_cam(model, x, 2), kerasviz.backproject(expected, rf), rtol=1e-5, atol=1e-8
+        kerasviz.grad_cam(model, x, 2, upsample="receptive_field"),
+        kerasviz.backproject(expected, rf),
+        rtol=1e-5,
+        atol=1e-8,
     )
 
 
