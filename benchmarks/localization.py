@@ -2,35 +2,36 @@
 
 On held-out images of ``kerasviz.datasets.shapes`` (seed 12345, never used for training) and the
 two demo models (``models/shapes_cnn.keras``, ``models/shapes_nested.keras``), every map method
-that this kerasviz has explains the true class of each image, and every metric of
-:mod:`kerasviz.metrics` scores it, with 95% percentile-bootstrap intervals over the images.
+of kerasviz explains the true class of each image, and every metric of :mod:`kerasviz.metrics`
+scores it, with 95% percentile-bootstrap intervals over the images; every cell states its n.
 
-- Rows: each CAM (Grad-CAM, Grad-CAM++, Layer-CAM, Score-CAM, HiResCAM, XGrad-CAM, Eigen-CAM,
-  Ablation-CAM) with the three projections onto the input: the exact receptive-field mean
-  (``upsample="receptive_field"``), the effective receptive field (``"effective"``, path
-  counts) and the bilinear resize (``"bilinear"``); then the other map methods (saliency,
-  SmoothGrad, integrated gradients, input x gradient, DeepLIFT, GradientSHAP, the LRP
-  composites, LIME, KernelSHAP, RISE), reduced to one value per pixel by max ``|.|`` over
-  channels. A method that this kerasviz does not have is left out; :data:`CAMS` and
-  :data:`OTHERS` are the table to extend.
-- Maps and the per-image pointing game (standard tolerance), energy pointing game, deletion and
-  insertion AUC come from one :func:`kerasviz.explain_dataset` run per model (a Zarr store);
-  methods that ``explain_dataset`` does not run are computed with their public function and
-  scored with the same metric functions.
-- The other metrics are computed here from the stored maps: the strict pointing game, ROAD
-  MoRF and LeRF, average drop, increase in confidence, infidelity, sparseness, entropy; and,
-  rerunning the method, max-sensitivity and the cascading randomization score. The expensive
-  ones run on the first ``--n-road`` / ``--n-sensitivity`` / ``--n-randomization`` images, and
-  the expensive methods (LIME, KernelSHAP, RISE) on the first ``--n-expensive``: every cell
-  states its n.
+- CAMs (Grad-CAM, Grad-CAM++, Layer-CAM, Score-CAM, HiResCAM, XGrad-CAM, Eigen-CAM,
+  Ablation-CAM) under three projections onto the input: the exact receptive-field mean
+  (``upsample="receptive_field"``), the effective receptive field (``"effective"``, path counts)
+  and the bilinear resize (``"bilinear"``). The layer map is computed once (``upsample=None``)
+  and projected three ways; on the first 8 images each projection is checked equal to the
+  public function's own, which is run instead where it differs (Score-CAM projects its masks).
+  Their map-only metrics use all ``--n`` images (Score-CAM and Ablation-CAM: the first
+  ``--n-costly-cam``): this is the three-projection comparison.
+- The other map methods (saliency, SmoothGrad, integrated gradients, input x gradient,
+  DeepLIFT, GradientSHAP, the LRP composites) run through :func:`kerasviz.explain_dataset` on
+  the first ``--n-other`` images (its store computes the standard pointing game, energy
+  pointing game, deletion and insertion AUC per image); LIME, KernelSHAP and RISE through
+  their public functions on ``--n-expensive``. Maps with channels: max ``|.|`` over channels.
+- Metrics that run the model use fewer images: ``--n-model`` (deletion, insertion, average drop,
+  increase in confidence, infidelity), ``--n-road``, ``--n-sensitivity``,
+  ``--n-randomization``. The defaults fit both models in about an hour of a shared 2-core CPU.
 
-After the tables, the three projections are compared metric by metric on the CAMs: per CAM, a
-paired bootstrap interval of the per-image difference between two projections decides better,
-worse or tie (the interval holds 0). The default projection is the one that wins the most
-(model, CAM, metric) comparisons.
+Then the projections are compared on every (model, CAM, metric): the best mean wins (ties
+shared); the default projection is the one with the most wins. Against bilinear, a paired
+bootstrap interval of the per-image difference says better, tied or worse per CAM, which
+decides the goal "at least as good as bilinear on every metric, both models".
 
 Run:
-    .venv/bin/python benchmarks/localization.py [--n 500] [--markdown docs/localization.md]
+    .venv/bin/python benchmarks/localization.py --n 500 [--markdown docs/localization.md]
+        [--readme table.md] [--json values.json]
+    # per model, then merged: --models models/shapes_cnn.keras --json cnn.json; ...;
+    # --report-only --json all.json (the tables from stored per-image values)
 """
 
 from __future__ import annotations
