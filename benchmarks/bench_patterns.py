@@ -7,7 +7,10 @@ include_top=False) ``block3_conv1`` at 128x128, everything at its default:
   regularizers (L2, total variation) and Adam, in two parametrizations: the library default
   ``"pixel"`` and ``"fourier"`` (decorrelated 1/f spectrum, what ``kerasviz report`` uses);
 - compute limit: one compiled ``tf.while_loop`` of 30 forward+backward passes of the truncated
-  model (input -> block3_conv1) on the 16 rows, with a trivial update (bound: <= 1.2x);
+  model (input -> block3_conv1) on the 16 rows, with a trivial update (bound: <= 1.2x). It
+  computes all 256 filters of ``block3_conv1``, as tf-keras-vis does; kerasviz's channel
+  objectives on a plain Conv2D compute only the 16 selected ones from the layer's input
+  (:func:`kerasviz.optimize.objectives.selected_filters_layer`), so it can beat this limit;
 - tf-keras-vis ``ActivationMaximization`` on the same 16 objectives as one batch, with ITS
   default input modifiers (Jitter(4), Rotate2D(1)), regularizers (TotalVariation2D(1),
   Norm(0.3, p=1)) and optimizer (bound: kerasviz >= 2x faster).

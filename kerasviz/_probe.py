@@ -226,13 +226,19 @@ class Probe:
     ``Activation("relu")`` or ``activation="relu"``) gives its value before the ReLU, as input
     optimization wants: a unit that is off still has a gradient there.
 
+    ``inputs_of`` names layers whose *input* the view returns too (after the layer outputs),
+    for a caller that recomputes part of such a layer itself, e.g. only a few filters of a
+    convolution (:mod:`kerasviz.optimize.objectives`).
+
     A subclassed model (its layer graph hidden in ``call``) gets a probe without layers: the
     view is the model itself and ``logits`` are its output as is.
 
     Attributes:
-        view: the ``keras.Model`` returning ``[*layer_outputs, logits]`` (logits last, when
-            requested).
+        view: the ``keras.Model`` returning ``[*layer_outputs, *inputs_of_inputs, logits]``
+            (logits last, when requested).
         paths: the resolved layer paths, in the order of ``layers``.
+        input_paths, input_layers: the resolved ``inputs_of`` layers.
+        pre_relu: the ``pre_relu`` setting.
         num_classes: the units per example of the logits, flattened (None until known for a
             subclassed model; see :meth:`logits_size`).
         sigmoid: the bypassed head was a sigmoid (probabilities are per-class sigmoids).
@@ -246,26 +252,35 @@ class Probe:
         output: int | str | None = None,
         logits: bool = True,
         pre_relu: bool = False,
+        inputs_of: Sequence[LayerSpec] = (),
     ):
         # A weak reference: the cache holds probes, and must not keep the user's model alive.
         self._model = weakref.ref(model)
         self._steps: OrderedDict[Any, Any] = OrderedDict()
         self.graph = is_graph_model(model)
+        self.pre_relu = pre_relu
         if not self.graph:
-            self._init_opaque(model, layers, output, logits)
+            self._init_opaque(model, [*layers, *inputs_of], output, logits)
             return
         check_graph_model(model)
         resolved = [resolve_layer(model, layer) for layer in layers]
         self.paths = [path for path, _ in resolved]
         self.layers = [layer for _, layer in resolved]
+        resolved = [resolve_layer(model, layer) for layer in inputs_of]
+        self.input_paths = [path for path, _ in resolved]
+        self.input_layers = [layer for _, layer in resolved]
+        wanted_inputs = {id(layer) for layer in self.input_layers}
         self.output_index = _output_index(model, output) if logits else None
         self.with_logits = logits
         self.bypassed: str | None = None
         head = _head_layer(model, self.output_index) if logits else None
         captured: dict[int, Any] = {}
+        captured_inputs: dict[int, Any] = {}
         wanted = {id(layer) for layer in self.layers}
 
         def call(layer, path, args, kwargs):
+            if id(layer) in wanted_inputs:
+                captured_inputs[id(layer)] = args[0] if args else kwargs["inputs"]
             if layer is head:
                 pre = pre_activation(layer, args[0]) if len(args) == 1 else None
                 if pre is not None:
@@ -281,7 +296,7 @@ class Probe:
         calls: collections.Counter = collections.Counter()
 
         def visit(layer, path, outputs):
-            if id(layer) not in wanted:
+            if id(layer) not in wanted | wanted_inputs:
                 return
             calls[id(layer)] += 1
             if calls[id(layer)] > 1:
@@ -291,11 +306,12 @@ class Probe:
                     "inputs (a shared layer). Pick a layer that is not shared, for example one "
                     "just before or after it on the branch you want to see."
                 )
-            if id(layer) not in captured:
+            if id(layer) in wanted and id(layer) not in captured:
                 captured[id(layer)] = outputs
 
         outputs = run_graph(model, model_inputs(model), call, visit=visit)
         view_outputs = [captured[id(layer)] for layer in self.layers]
+        view_outputs += [captured_inputs[id(layer)] for layer in self.input_layers]
         if logits:
             view_outputs.append(outputs[self.output_index])
         inputs = model_inputs(model)
@@ -324,6 +340,7 @@ class Probe:
                 f"model. Received: output={output!r}."
             )
         self.paths, self.layers, self.with_logits = [], [], True
+        self.input_paths, self.input_layers = [], []
         self.output_index, self.bypassed, self.num_classes = output, None, None
         self.sigmoid = False
 
@@ -351,7 +368,8 @@ class Probe:
         return self.num_classes
 
     def raw(self, inputs: Sequence[Any]) -> tuple[list, Any]:
-        """Runs the view; ``(layer_outputs, logits)`` in the layers' own dtypes.
+        """Runs the view; ``(layer_outputs, logits)`` in the layers' own dtypes (the inputs of
+        ``inputs_of`` follow the layer outputs).
 
         Differentiate with respect to these tensors, never a cast copy: under mixed precision
         the float32 copy of a float16 activation is not on the path to the logits, and its
@@ -412,21 +430,23 @@ def get_probe(
     output: int | str | None = None,
     logits: bool = True,
     pre_relu: bool = False,
+    inputs_of: Sequence[LayerSpec] = (),
 ) -> Probe:
     """The cached :class:`Probe` for ``model`` and this layer set (built on first use)."""
     if is_graph_model(model):
         check_graph_model(model)
         paths = tuple(resolve_layer(model, layer)[0] for layer in layers)
+        input_paths = tuple(resolve_layer(model, layer)[0] for layer in inputs_of)
     else:
-        paths = tuple(layers)
-        if paths or not logits:
-            return Probe(model, layers, output=output, logits=logits)  # raises a clear error
-    key = (paths, output, logits, pre_relu)
+        paths, input_paths = tuple(layers), tuple(inputs_of)
+        if paths or input_paths or not logits:
+            return Probe(model, [*layers, *inputs_of], output=output, logits=logits)  # raises
+    key = (paths, output, logits, pre_relu) + ((input_paths,) if input_paths else ())
     per_model = _CACHE.setdefault(model, {})
     probe = per_model.get(key)
     if probe is None:
         probe = per_model[key] = Probe(
-            model, layers, output=output, logits=logits, pre_relu=pre_relu
+            model, layers, output=output, logits=logits, pre_relu=pre_relu, inputs_of=inputs_of
         )
     return probe
 

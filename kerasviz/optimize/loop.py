@@ -279,8 +279,7 @@ class _Runner:
                         x = lo + x * (hi - lo)
                     if resize:
                         x = tf.image.resize(x, model_hw, method="bilinear")
-                    outputs, logits = probe([x])
-                    scores = scorer(outputs, logits, arrays)
+                    scores = scorer(probe, [x], arrays)
                     loss_rows = penalty(regularizers, unit) - scores
                     loss = tf.reduce_sum(loss_rows)
                 grad = tape.gradient(loss, tvar)
@@ -342,7 +341,13 @@ def run_optimization(
             f"Received: {start.shape[0]} images."
         )
     transforms = check_transforms(s.transforms, canvas[:2])
-    probe = get_probe(model, plan.scorer.layers, logits=plan.scorer.logits, pre_relu=pre_relu)
+    probe = get_probe(
+        model,
+        plan.scorer.layers,
+        logits=plan.scorer.logits,
+        pre_relu=pre_relu,
+        inputs_of=plan.scorer.inputs,
+    )
     slices = chunk_slices(n, s.batch_size)
     progress = s.steps * len(slices) >= 2000 if s.progress is None else s.progress
     segment = s.snapshot_every or (max(1, -(-s.steps // 20)) if progress else s.steps)
@@ -472,6 +477,11 @@ def filter_patterns(
     **settings: Any,
 ) -> np.ndarray:
     """One image per channel of ``layer``, each maximizing that channel's mean activation.
+
+    On a plain ``keras.layers.Conv2D`` only the selected filters of ``layer`` are computed,
+    from its input (one conv with ``len(channels)`` filters when that is fewer than the
+    layer's; see :func:`kerasviz.optimize.objectives.selected_filters_layer`): the same images
+    to float round-off, for a fraction of that layer's cost.
 
     Args:
         model: the model.

@@ -13,6 +13,15 @@ the group's arrays are a weight ``(n, K)`` and each of the kind's params stacked
 ...)``; a row without the term has weight 0. The compiled code is keyed by the groups'
 structure (:class:`Scorer`), never by the weights or indices, so two lists of the same
 structure share one trace, and every row is scored in one pass, without a loop over rows.
+
+Selected filters. A kind that reads one channel of its one layer names that param in
+``channel_param`` (:class:`Channel` does). When the layer is a plain ``keras.layers.Conv2D``
+(:func:`selected_filters_layer`), its group reads the layer's *input* from the probe instead of
+its output, and computes only the filters the rows ask for: ``activation(conv(input,
+kernel[..., channels]) + bias[channels])``, with the kernel and bias read live in the layer's
+compute dtype. ``rows * K`` filters for ``rows`` rows (each row's own, one conv) instead of all
+of them: the rest of the layer is skipped, forward and backward. The values are the layer's
+own, to float round-off.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from kerasviz._inputs import as_batch, run_chunked
 from kerasviz._layers import LayerSpec, output_shape, resolve_layer
@@ -59,6 +69,10 @@ class Term:
       (:class:`Where`); they are stacked over rows, so every term of a kind must give the same
       shapes for the same layers;
     - ``static()``: hashable settings shared by every row, passed to ``score`` (default ``()``);
+    - ``channel_param``: for a kind that reads one channel of its one layer and nothing else of
+      it, the position of that channel's index among ``params`` (default None). On a plain
+      Conv2D layer, ``score`` then gets a map of only the selected channels and that param
+      remapped into it, so it runs unchanged on fewer filters (see the module docstring);
     - ``score(static, outputs, logits, *params)``, a static method run inside compiled code on
       a batch of rows: ``outputs`` holds the float32 outputs ``(rows, ...)`` of ``layers``,
       ``logits`` the ``(rows, units)`` scores (None unless ``logits``), each param has a
@@ -67,6 +81,7 @@ class Term:
 
     layers: tuple = ()
     logits: bool = False
+    channel_param: int | None = None
 
     def params(self, where: Where) -> tuple:
         return ()
@@ -123,9 +138,13 @@ class _LayerTerm(Term):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Channel(_LayerTerm):
-    """The mean of channel ``index`` of ``layer`` over every position."""
+    """The mean of channel ``index`` of ``layer`` over every position.
+
+    On a plain Conv2D layer only the selected filters are computed (``channel_param``).
+    """
 
     index: int
+    channel_param = 0
 
     def params(self, where):
         return (np.int32(_channel(self.index, where)),)
@@ -284,6 +303,10 @@ class Objective:
 def channel(layer: LayerSpec, index: int) -> Objective:
     """The mean of one feature map (channel ``index`` of ``layer``), over all positions.
 
+    On a plain ``keras.layers.Conv2D`` (:func:`selected_filters_layer`) a batch of channel
+    objectives computes only its selected filters from the layer's input, not the whole layer;
+    the values are the same to float round-off.
+
     Example:
         >>> objs = [kerasviz.channel("block3_conv1", i) for i in range(64)]
     """
@@ -353,31 +376,98 @@ def as_objectives(objectives: Any, argname: str = "objectives") -> list[Objectiv
 class _Group:
     kind: type
     static: tuple
-    layers: tuple[int, ...]  # positions in Scorer.layers
+    layers: tuple[int, ...]  # positions in Scorer.layers (in Scorer.inputs when conv)
     logits: bool
     slots: int
     params: int
+    conv: bool = False  # selected filters computed from the layer's input
+
+
+#: Activations that mix channels; a Conv2D with one is never computed per selected filter.
+_CHANNEL_MIXING = frozenset({"softmax", "log_softmax", "glu", "sparsemax"})
+
+
+def selected_filters_layer(layer: Any) -> bool:
+    """True when the selected filters of ``layer`` can be computed alone from its input.
+
+    That is a layer of type exactly ``keras.layers.Conv2D`` (a subclass may change ``call``),
+    ``channels_last``, ``groups=1``, not quantized, whose activation is a built-in keras
+    activation acting on each value alone (not softmax, log_softmax, glu or sparsemax). Any
+    strides, padding and dilation.
+    """
+    if type(layer) is not keras.layers.Conv2D:
+        return False
+    if layer.data_format != "channels_last" or layer.groups != 1:
+        return False
+    if getattr(layer, "quantization_mode", None):
+        return False
+    name = getattr(layer.activation, "__name__", None)
+    if name is None or name in _CHANNEL_MIXING:
+        return False
+    try:
+        return keras.activations.get(name) is layer.activation
+    except ValueError:
+        return False
+
+
+def _selected_filters(probe: Probe, j: int, x: tf.Tensor, index: tf.Tensor):
+    """Layer ``probe.input_layers[j]`` on its input ``x`` for the channels ``index`` ``(rows,
+    K)`` only: ``([map (rows, ..., m)], positions (rows, K) of each row's channels in it)``.
+
+    The map is what the probe gives for that layer (after the activation, or before a final
+    ReLU with ``pre_relu``, or before a bypassed head activation), as float32. ``m = rows * K``
+    when that is fewer than the layer's filters (and ``rows`` is known when tracing), else all.
+    """
+    layer, path = probe.input_layers[j], probe.input_paths[j]
+    rows, slots = index.shape
+    kernel, bias = layer.kernel, layer.bias if layer.use_bias else None
+    if rows is not None and rows * slots < layer.filters:
+        chosen = tf.reshape(index, [-1])
+        kernel = ops.take(kernel, chosen, axis=-1)
+        bias = None if bias is None else ops.take(bias, chosen, axis=0)
+        index = tf.reshape(tf.range(rows * slots, dtype=index.dtype), [rows, slots])
+    # Variables read here, inside the compiled step: always the current weights.
+    dtype = layer.compute_dtype
+    y = layer.convolution_op(ops.cast(x, dtype), ops.cast(kernel, dtype))
+    if bias is not None:
+        y = y + ops.cast(bias, dtype)
+    skip = probe.bypassed == path or (
+        probe.pre_relu and getattr(layer.activation, "__name__", None) == "relu"
+    )
+    if not skip:
+        y = layer.activation(y)
+    return [tf.cast(y, tf.float32)], index
 
 
 @dataclass(frozen=True)
 class Scorer:
     """The structure of a batch of objectives; hashable, it keys compiled steps.
 
-    ``scorer(outputs, logits, arrays) -> (rows,)`` runs inside compiled code; ``outputs`` are
-    the probe's outputs for :attr:`layers`, ``arrays`` the plan's arrays (rows first): per
-    group a weight ``(rows, K)`` and its params ``(rows, K, ...)``.
+    ``scorer(probe, inputs, arrays) -> (rows,)`` runs inside compiled code: it runs ``probe``
+    (built with ``layers``, ``logits`` and ``inputs_of=inputs``) on ``inputs`` and scores the
+    rows; ``arrays`` are the plan's arrays (rows first): per group a weight ``(rows, K)`` and
+    its params ``(rows, K, ...)``. :attr:`inputs` are the layers whose selected filters are
+    computed from their input (see the module docstring).
     """
 
     layers: tuple[str, ...]
     logits: bool
     groups: tuple[_Group, ...]
+    inputs: tuple[str, ...] = ()
 
-    def __call__(self, outputs: Sequence[tf.Tensor], logits: Any, arrays: Sequence[tf.Tensor]):
+    def __call__(self, probe: Probe, inputs: Sequence[Any], arrays: Sequence[tf.Tensor]):
+        raw, logits = probe.raw(inputs)
+        outputs = [tf.cast(o, tf.float32) for o in raw[: len(self.layers)]]
+        layer_inputs = raw[len(self.layers) :]
         total, at = 0.0, 0
         for g in self.groups:
-            weights, params = arrays[at], arrays[at + 1 : at + 1 + g.params]
+            weights, params = arrays[at], list(arrays[at + 1 : at + 1 + g.params])
             at += 1 + g.params
-            outs = [outputs[k] for k in g.layers]
+            if g.conv:
+                c, j = g.kind.channel_param, g.layers[0]
+                outs, params[c] = _selected_filters(probe, j, layer_inputs[j], params[c])
+            else:
+                outs = [outputs[k] for k in g.layers]
             for k in range(g.slots):
                 value = g.kind.score(
                     g.static, outs, logits if g.logits else None, *[p[:, k] for p in params]
@@ -433,6 +523,7 @@ def plan(model: keras.Model, objectives: Sequence[Objective], input_shape: tuple
         rows.append(row)
     layers = list(dict.fromkeys(p for row in rows for _, _, paths in row for p in paths))
     shapes = _map_shapes(model, layers, input_shape)
+    conv_ok = {p: selected_filters_layer(resolve_layer(model, p)[1]) for p in layers}
     logits = any(t.logits for row in rows for _, t, _ in row)
     classes = num_classes_of(get_probe(model).num_classes)[0] if logits else None
 
@@ -443,6 +534,12 @@ def plan(model: keras.Model, objectives: Sequence[Objective], input_shape: tuple
             where = Where(paths, tuple(shapes[p] for p in paths), classes)
             params = tuple(np.asarray(p) for p in term.params(where))
             groups.setdefault(key, [[] for _ in range(n)])[r].append((weight, params))
+    conv = {
+        key: key[0].channel_param is not None and len(key[2]) == 1 and conv_ok[key[2][0]]
+        for key in groups
+    }
+    outputs = list(dict.fromkeys(p for key in groups if not conv[key] for p in key[2]))
+    inputs = list(dict.fromkeys(p for key in groups if conv[key] for p in key[2]))
     arrays, specs = [], []
     for (kind, static, paths, wants_logits), per_row in groups.items():
         slots = max(len(entries) for entries in per_row)
@@ -455,9 +552,10 @@ def plan(model: keras.Model, objectives: Sequence[Objective], input_shape: tuple
                 for target, p in zip(stacked, params, strict=True):
                     target[r, k] = p
         arrays += [weights, *stacked]
-        layer_ids = tuple(layers.index(p) for p in paths)
-        specs.append(_Group(kind, static, layer_ids, wants_logits, slots, len(first)))
-    scorer = Scorer(tuple(layers), logits, tuple(specs))
+        fast = conv[(kind, static, paths, wants_logits)]
+        layer_ids = tuple((inputs if fast else outputs).index(p) for p in paths)
+        specs.append(_Group(kind, static, layer_ids, wants_logits, slots, len(first), fast))
+    scorer = Scorer(tuple(outputs), logits, tuple(specs), tuple(inputs))
     return Plan(scorer, arrays, [repr(o) for o in objectives])
 
 
@@ -465,8 +563,7 @@ def plan(model: keras.Model, objectives: Sequence[Objective], input_shape: tuple
 
 
 def _score_objectives(probe: Probe, scorer: Scorer, inputs, *arrays):
-    outputs, logits = probe(inputs)
-    return scorer(outputs, logits, arrays)
+    return scorer(probe, inputs, arrays)
 
 
 def score_objectives(
@@ -505,6 +602,6 @@ def score_objectives(
             f"Received: {len(objs)} objectives."
         )
     p = plan(model, objs, batch.arrays[0].shape[1:])
-    probe = get_probe(model, p.scorer.layers, logits=p.scorer.logits)
+    probe = get_probe(model, p.scorer.layers, logits=p.scorer.logits, inputs_of=p.scorer.inputs)
     fn = probe.step(_score_objectives, p.scorer)
     return batch.squeeze(run_chunked(fn, batch.arrays, batch_size, extra=p.arrays))
