@@ -146,7 +146,7 @@ class VisualizationCallback(keras.callbacks.Callback):
         layers: Sequence[LayerSpec] | None = None,
         targets: Targets = None,
         cam_layer: LayerSpec | None = None,
-        upsample: str = "receptive_field",
+        upsample: str = "bilinear",
         batch_size: int | None = None,
         max_channels: int = 16,
         alpha: float = 0.5,

@@ -286,17 +286,45 @@ def projection(model: keras.Model, path: str, batch: Batch, upsample: Any) -> Pr
     return Projection(_field(model, path, batch), _FIELD_RULES[upsample])
 
 
-def _linear_target(batch: Batch, rank: int) -> tuple[int, tuple[int, ...]]:
-    """The model input a linear resize targets, and its spatial size: the first input with
-    ``rank`` spatial axes (a resize needs no receptive field, so it cannot tell which input a
-    layer sees; ``upsample="receptive_field"`` can)."""
-    for k, x in enumerate(batch.arrays):
-        if x.ndim - 2 == rank:
-            return k, tuple(x.shape[1:-1])
-    raise ValueError(
-        f"Expected a model input with {rank} spatial axes to resize the maps onto. Received: "
-        f"inputs of shapes {[x.shape for x in batch.arrays]}. Use `upsample=None`."
-    )
+def _inputs_read(model: keras.Model, path: str, batch: Batch) -> list[int]:
+    """Indices of the model inputs that layer ``path``'s output depends on: one forward and
+    backward pass of one zero row, where an input the layer does not read gets no gradient."""
+    rows = [tf.zeros((1, *x.shape[1:]), tf.float32) for x in batch.arrays]
+    seen: list = []
+
+    def visit(layer, at, outputs):
+        if at == path:
+            seen.append(outputs)
+
+    with tf.GradientTape() as tape:
+        tape.watch(rows)
+        run_graph(model, rows, visit=visit)
+        total = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in keras.tree.flatten(seen)])
+    return [k for k, g in enumerate(tape.gradient(total, rows)) if g is not None]
+
+
+def _linear_target(
+    batch: Batch, rank: int, model: keras.Model, path: str
+) -> tuple[int, tuple[int, ...]]:
+    """The model input a linear resize targets, and its spatial size: the input with ``rank``
+    spatial axes that layer ``path`` reads (a resize needs no receptive field; the graph says
+    which input the layer sees when several inputs could be images)."""
+    candidates = [k for k, x in enumerate(batch.arrays) if x.ndim - 2 == rank]
+    if len(candidates) > 1:
+        read = _inputs_read(model, path, batch)
+        candidates = [k for k in candidates if k in read] or candidates
+    if not candidates:
+        raise ValueError(
+            f"Expected a model input with {rank} spatial axes to resize the maps onto. Received: "
+            f"inputs of shapes {[x.shape for x in batch.arrays]}. Use `upsample=None`."
+        )
+    if len(candidates) > 1:
+        raise ValueError(
+            f"Expected layer {path!r} to read one image input to resize its maps onto. "
+            f"Received: it reads inputs {candidates} of shapes "
+            f"{[batch.arrays[k].shape for k in candidates]}. Use `upsample=None`."
+        )
+    return candidates[0], tuple(batch.arrays[candidates[0]].shape[1:-1])
 
 
 def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
@@ -453,7 +481,10 @@ def cam(
     fn = probe.step(_cam, target.rule, weighting, relu, smooth == "eigen", fields)
     maps = run_chunked(fn, batch.arrays, batch_size, extra=[target.indices])
     if upsample == "bilinear":
-        maps = [resize_linear(m, _linear_target(batch, m.ndim - 1)[1]) for m in maps]
+        maps = [
+            resize_linear(m, _linear_target(batch, m.ndim - 1, model, p)[1])
+            for m, p in zip(maps, paths, strict=True)
+        ]
     result = dict(zip(probe.paths, maps, strict=True)) if many else maps[0]
     return batch.squeeze(result)
 
@@ -662,7 +693,7 @@ def score_cam(
     resize, size = [], None
     if bilinear:
         rf = None
-        image, size = _linear_target(batch, activations.ndim - 2)
+        image, size = _linear_target(batch, activations.ndim - 2, model, path)
         resize = [
             tf.constant(_linear_weights(n_in, n_out), tf.float32)
             for n_in, n_out in zip(activations.shape[1:-1], size, strict=True)
@@ -844,7 +875,10 @@ def eigen_cam(
     fn = probe.step(_eigen_cam, relu, fields)
     maps = run_chunked(fn, batch.arrays, batch_size)
     if upsample == "bilinear":
-        maps = [resize_linear(m, _linear_target(batch, m.ndim - 1)[1]) for m in maps]
+        maps = [
+            resize_linear(m, _linear_target(batch, m.ndim - 1, model, p)[1])
+            for m, p in zip(maps, paths, strict=True)
+        ]
     result = dict(zip(probe.paths, maps, strict=True)) if many else maps[0]
     return batch.squeeze(result)
 
@@ -1051,7 +1085,7 @@ def ablation_cam(
     maps = combine(tf.concat(activations, 0), tf.constant(weights), relu, smooth == "eigen")
     result = maps.numpy()
     if upsample == "bilinear":
-        size = _linear_target(batch, result.ndim - 1)[1]
+        size = _linear_target(batch, result.ndim - 1, model, path)[1]
         return batch.squeeze(project_host(result, None, upsample, size))
     rf = _field(model, path, batch) if upsample in _FIELD_RULES else None
     return batch.squeeze(project_host(result, rf, upsample))

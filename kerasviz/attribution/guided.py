@@ -24,7 +24,7 @@ import tensorflow as tf
 from kerasviz._checks import choice
 from kerasviz._engine import one_or_list, setup
 from kerasviz._graph import check_graph_model, model_inputs, run_graph
-from kerasviz._inputs import run_chunked
+from kerasviz._inputs import as_batch, run_chunked
 from kerasviz._layers import CONV_TYPES, LayerSpec
 from kerasviz._probe import (
     Probe,
@@ -35,7 +35,7 @@ from kerasviz._probe import (
     pre_activation,
 )
 from kerasviz._targets import ScoreRule, Targets
-from kerasviz.attribution.cams import cam, cam_layers, grad_cam_weights
+from kerasviz.attribution.cams import _linear_target, cam, cam_layers, grad_cam_weights
 from kerasviz.receptive_field import receptive_field
 
 #: Activation names guided as ReLUs (Activation layers and ``activation=`` arguments).
@@ -187,7 +187,7 @@ def guided_grad_cam(
     layer: LayerSpec | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str = "receptive_field",
+    upsample: str = "bilinear",
     output: int | str | None = None,
 ) -> np.ndarray:
     """Guided Grad-CAM: guided backprop times the Grad-CAM map, pixel by pixel.
@@ -221,9 +221,9 @@ def guided_grad_cam(
     )
     grads = guided_backprop(model, inputs, targets, batch_size=batch_size, output=output)
     if isinstance(grads, list):
-        if upsample == "bilinear":  # the input the map was resized onto (cams._linear_target)
-            grads = next(g for g in grads if g.ndim == maps.ndim + 1)
+        (path,), _ = cam_layers(model, layer)
+        if upsample == "bilinear":  # the input the map was resized onto
+            grads = grads[_linear_target(as_batch(model, inputs), maps.ndim - 1, model, path)[0]]
         else:
-            (path,), _ = cam_layers(model, layer)
             grads = grads[receptive_field(model, path).input_index]
     return grads * maps[..., None]
