@@ -30,10 +30,7 @@ checked here; they are not in the matrix (test_readonly.py and their own modules
 from __future__ import annotations
 
 import gc
-import hashlib
 import inspect
-import json
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +38,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_readonly import model_state
 
 import kerasviz
 from kerasviz._graph import is_graph_model, iter_layers, run_graph
@@ -129,31 +127,6 @@ def _calibrate(model: keras.Model, images: np.ndarray) -> None:
         return layer(*args, **kwargs)
 
     run_graph(model, [tf.constant(images)], call=call)
-
-
-def model_state(model: keras.Model) -> str:
-    """``test_readonly.model_state`` with a CRC-32 per weight instead of SHA-256 over all of
-    them (the weights here are 10-220 MB, and the state is taken after every case)."""
-    digest = hashlib.sha256()
-    for variable in model.weights:
-        digest.update(variable.path.encode())
-        digest.update(zlib.crc32(np.ascontiguousarray(variable.numpy())).to_bytes(4, "little"))
-    layers = []
-    for path, layer in iter_layers(model):
-        activation = getattr(layer, "activation", None)
-        layers.append(
-            {
-                "path": path,
-                "config": layer.get_config(),
-                "trainable": layer.trainable,
-                "activation": f"{getattr(activation, '__name__', None)}:{id(activation)}",
-                "call": id(type(layer).call),
-                "instance_call": "call" in vars(layer),
-            }
-        )
-    digest.update(json.dumps(layers, sort_keys=True, default=str).encode())
-    digest.update(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
-    return digest.hexdigest()
 
 
 class Zoo:

@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 import tempfile
+import zlib
 
 import keras
 import numpy as np
@@ -44,11 +45,12 @@ def _model() -> keras.Model:
 
 
 def model_state(model: keras.Model) -> str:
-    """A hash of everything a visualization must not change."""
+    """A hash of everything a visualization must not change (a CRC-32 per weight: the
+    compatibility matrix takes it after every case, on weights of up to 220 MB)."""
     digest = hashlib.sha256()
     for variable in model.weights:
         digest.update(variable.path.encode())
-        digest.update(np.asarray(variable.numpy()).tobytes())
+        digest.update(zlib.crc32(np.ascontiguousarray(variable.numpy())).to_bytes(4, "little"))
     layers = []
     for path, layer in iter_layers(model):
         activation = getattr(layer, "activation", None)
