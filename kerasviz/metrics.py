@@ -40,19 +40,21 @@ from kerasviz._probe import Probe
 from kerasviz._targets import ScoreRule, Targets
 
 
-def _image_pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Two float64 batches ``(n, h, w, c)`` of equal shape, and whether a single image was given.
-
-    ``(h, w)`` is one grayscale image, ``(h, w, c)`` one image, ``(n, h, w, c)`` a batch.
-    """
+def _finite_pair(
+    a: Any, b: Any, valid: Callable[[np.ndarray], bool], expected: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` as float64 arrays of one shape, each numeric, finite and ``valid``; the
+    errors name the argument and say ``expected``."""
     arrays = []
     for name, x in (("a", a), ("b", b)):
-        array = np.asarray(x, dtype=np.float64)
-        if array.ndim not in (2, 3, 4):
+        array = np.asarray(x)
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
             raise ValueError(
-                f"Expected `{name}` to be an image (h, w), (h, w, c) or a batch (n, h, w, c). "
-                f"Received: shape {array.shape}."
+                f"Expected `{name}` to be numeric. Received: an array of dtype {array.dtype}."
             )
+        array = array.astype(np.float64)
+        if not valid(array):
+            raise ValueError(f"Expected `{name}` to be {expected}. Received: shape {array.shape}.")
         if not np.all(np.isfinite(array)):
             raise ValueError(f"Expected `{name}` to be finite. Received: values with NaN or Inf.")
         arrays.append(array)
@@ -61,6 +63,17 @@ def _image_pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, bool]:
         raise ValueError(
             f"Expected `a` and `b` to have the same shape. Received: {a.shape} and {b.shape}."
         )
+    return a, b
+
+
+def _image_pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Two float64 batches ``(n, h, w, c)`` of equal shape, and whether a single image was given.
+
+    ``(h, w)`` is one grayscale image, ``(h, w, c)`` one image, ``(n, h, w, c)`` a batch.
+    """
+    a, b = _finite_pair(
+        a, b, lambda x: x.ndim in (2, 3, 4), "an image (h, w), (h, w, c) or a batch (n, h, w, c)"
+    )
     single = a.ndim < 4
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
@@ -1321,27 +1334,12 @@ def spearman(a: Any, b: Any) -> np.ndarray:
         >>> kerasviz.metrics.spearman(maps, maps_after)
         array([0.12, 0.31])
     """
-    arrays = []
-    for name, x in (("a", a), ("b", b)):
-        array = np.asarray(x)
-        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-            raise ValueError(
-                f"Expected `{name}` to be numeric. Received: an array of dtype {array.dtype}."
-            )
-        array = array.astype(np.float64)
-        if array.ndim < 2 or array.size == 0:
-            raise ValueError(
-                f"Expected `{name}` to be a non-empty batch of maps (n, ...), one map per row. "
-                f"Received: shape {array.shape}."
-            )
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"Expected `{name}` to be finite. Received: values with NaN or Inf.")
-        arrays.append(array)
-    a, b = arrays
-    if a.shape != b.shape:
-        raise ValueError(
-            f"Expected `a` and `b` to have the same shape. Received: {a.shape} and {b.shape}."
-        )
+    a, b = _finite_pair(
+        a,
+        b,
+        lambda x: x.ndim >= 2 and x.size > 0,
+        "a non-empty batch of maps (n, ...), one map per row",
+    )
     ra = _rankdata(a.reshape(len(a), -1))
     rb = _rankdata(b.reshape(len(b), -1))
     ra -= ra.mean(axis=1, keepdims=True)
