@@ -36,3 +36,27 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: 
 def report(label: str, ratio: float, bound: str, ok: bool) -> str:
     verdict = "OK" if ok else "NOT MET"
     return f"{label}: {ratio:.2f}x (required {bound}) {verdict}"
+
+
+def channel_limit(truncated, start, rows, steps: int) -> Callable[..., object]:
+    """The compute limit of activation maximization: ``run(n_steps=steps)`` runs one compiled
+    ``tf.while_loop`` of forward+backward passes of ``truncated`` on ``start`` (one row per
+    channel of ``rows``, score = the channel's mean) with a trivial update."""
+    import tensorflow as tf
+
+    @tf.function
+    def limit_loop(x, index, n):
+        def body(i, x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                maps = truncated(x, training=False)
+                means = tf.reduce_mean(maps, axis=[1, 2])
+                score = tf.reduce_sum(tf.gather(means, index, batch_dims=1))
+            return i + 1, x + 0.01 * tape.gradient(score, x)
+
+        return tf.while_loop(lambda i, x: i < n, body, (tf.constant(0), x))[1]
+
+    def run(n_steps: int = steps):
+        return limit_loop(tf.constant(start), tf.constant(rows), tf.constant(n_steps)).numpy()
+
+    return run

@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _timing import channel_limit  # noqa: E402
 
 import kerasviz  # noqa: E402
 
@@ -75,20 +76,7 @@ def main() -> None:
         )
 
     # -------------------------------------------------------- compute limit
-    @tf.function
-    def limit_loop(x, index, n):
-        def body(i, x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                maps = truncated(x, training=False)
-                means = tf.reduce_mean(maps, axis=[1, 2])
-                score = tf.reduce_sum(tf.gather(means, index, batch_dims=1))
-            return i + 1, x + 0.01 * tape.gradient(score, x)
-
-        return tf.while_loop(lambda i, x: i < n, body, (tf.constant(0), x))[1]
-
-    def run_limit(n_steps=steps):
-        return limit_loop(tf.constant(start), tf.constant(rows), tf.constant(n_steps)).numpy()
+    run_limit = channel_limit(truncated, start, rows, steps)
 
     # -------------------------------------------------------- tf-keras-vis
     from tf_keras_vis.activation_maximization import ActivationMaximization
