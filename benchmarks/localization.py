@@ -6,13 +6,13 @@ of kerasviz explains the true class of each image, and every metric of :mod:`ker
 scores it, with 95% percentile-bootstrap intervals over the images; every cell states its n.
 
 - CAMs (Grad-CAM, Grad-CAM++, Layer-CAM, Score-CAM, HiResCAM, XGrad-CAM, Eigen-CAM,
-  Ablation-CAM) under three projections onto the input: the exact receptive-field mean
-  (``upsample="receptive_field"``), the effective receptive field (``"effective"``, path counts)
-  and the bilinear resize (``"bilinear"``). The layer map is computed once (``upsample=None``)
-  and projected three ways; on the first 8 images each projection is checked equal to the
+  Ablation-CAM) under four projections onto the input: the exact receptive-field mean
+  (``upsample="receptive_field"``), the effective receptive field (``"effective"``, path counts),
+  bilinear interpolation between the field centres (``"centered"``) and the bilinear resize
+  (``"bilinear"``). The layer map is computed once (``upsample=None``) and projected four ways; on the first 8 images each projection is checked equal to the
   public function's own, which is run instead where it differs (Score-CAM projects its masks).
   Their map-only metrics use all ``--n`` images (Score-CAM and Ablation-CAM: the first
-  ``--n-costly-cam``): this is the three-projection comparison.
+  ``--n-costly-cam``): this is the projection comparison.
 - The other map methods (saliency, SmoothGrad, integrated gradients, input x gradient,
   DeepLIFT, GradientSHAP, the LRP composites) run through :func:`kerasviz.explain_dataset` on
   the first ``--n-other`` images (its store computes the standard pointing game, energy
@@ -64,7 +64,12 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = (ROOT / "models" / "shapes_cnn.keras", ROOT / "models" / "shapes_nested.keras")
 
 #: ``upsample`` of each projection compared, by its label in the tables.
-PROJECTIONS = {"exact mean": "receptive_field", "effective": "effective", "bilinear": "bilinear"}
+PROJECTIONS = {
+    "exact mean": "receptive_field",
+    "effective": "effective",
+    "centered": "centered",
+    "bilinear": "bilinear",
+}
 #: CAMs, each run with every projection: (label, kerasviz function, keyword arguments).
 CAMS = (
     ("Grad-CAM", "grad_cam", {}),
@@ -288,7 +293,7 @@ class Scorer:
 
 def cam_maps(model, label: str, table: list[Row], images, labels, args) -> dict[str, np.ndarray]:
     """One CAM's maps under every projection: the layer maps are computed once and projected
-    three ways (checked equal to the public function's own projection on the first images)."""
+    every way (checked equal to the public function's own projection on the first images)."""
     fn = getattr(kerasviz, table[0].function)
     kwargs = dict(table[0].kwargs)
     layer, _ = default_cam_layer(model)
@@ -519,7 +524,7 @@ COMPACT = ("pg_strict", "pg_standard", "energy", "deletion", "insertion")
 
 
 def compact_table(results: list[tuple[str, list[Row]]], default: str) -> str:
-    """Grad-CAM under the three projections, the other CAMs under the ``default`` projection
+    """Grad-CAM under every projection, the other CAMs under the ``default`` projection
     and every non-CAM method, one table per model."""
     parts = []
     for title, table in results:

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasviz._checks import choice
 from kerasviz._inputs import as_batch
 from kerasviz._layers import LayerSpec, require_spatial, resolve_layer
 from kerasviz._targets import Targets, resolve_targets
@@ -26,6 +27,7 @@ from kerasviz.attribution import (
     score_cam,
     smoothgrad,
 )
+from kerasviz.attribution.cams import DEFAULT_UPSAMPLE, PROJECTIONS
 from kerasviz.features import feature_maps
 from kerasviz.metrics import pointing_game
 
@@ -116,8 +118,9 @@ class VisualizationCallback(keras.callbacks.Callback):
         targets: classes to explain (see the attribution functions); None for the prediction
             at that epoch.
         cam_layer: the layer kerasviz's CAM methods use; None for their default.
-        upsample: how kerasviz's CAM methods project onto the input (``"receptive_field"`` or
-            ``"bilinear"``).
+        upsample: how kerasviz's CAM methods project onto the input (``"centered"``,
+            ``"bilinear"``, ``"receptive_field"`` or ``"effective"``; see
+            :func:`kerasviz.attribution.cams.cam`).
         batch_size: rows per forward pass for kerasviz's methods.
         max_channels: feature-map channels drawn per layer (the first ones).
         alpha: overlay opacity.
@@ -146,7 +149,7 @@ class VisualizationCallback(keras.callbacks.Callback):
         layers: Sequence[LayerSpec] | None = None,
         targets: Targets = None,
         cam_layer: LayerSpec | None = None,
-        upsample: str = "bilinear",
+        upsample: str = DEFAULT_UPSAMPLE,
         batch_size: int | None = None,
         max_channels: int = 16,
         alpha: float = 0.5,
@@ -158,11 +161,7 @@ class VisualizationCallback(keras.callbacks.Callback):
             raise ValueError(
                 f"Expected `max_channels` to be a positive int. Received: {max_channels!r}."
             )
-        if upsample not in ("receptive_field", "bilinear"):
-            raise ValueError(
-                'Expected `upsample` to be "receptive_field" or "bilinear". '
-                f"Received: {upsample!r}."
-            )
+        choice(upsample, PROJECTIONS, "upsample")
         if isinstance(methods, str) or callable(methods):
             methods = (methods,)
         if not methods and not layers:

@@ -215,7 +215,7 @@ def test_fast_demo_writes_every_section(fast_demo):
         assert data == (fast_demo / file).read_bytes()
         width, height = png_size(data)
         assert width > 20 and height > 20
-    # Localization scores of both demo models: every method, both projections of the CAMs.
+    # Localization scores of both demo models: every method, three projections of the CAMs.
     local = blocks[-1]
     assert local.count("<table>") == 2
     rows = re.findall(
@@ -224,8 +224,10 @@ def test_fast_demo_writes_every_section(fast_demo):
     keys = [(method, projection) for method, projection, _ in rows]
     expected = [
         ("Grad-CAM", "exact RF"),
+        ("Grad-CAM", "centered"),
         ("Grad-CAM", "bilinear resize"),
         ("Grad-CAM++", "exact RF"),
+        ("Grad-CAM++", "centered"),
         ("Grad-CAM++", "bilinear resize"),
         ("saliency", "-"),
         ("SmoothGrad", "-"),

@@ -27,9 +27,10 @@ the first principal component of ``weights * activations`` (:func:`principal_map
 ``"augment"``, the mean over test-time horizontal flips and intensity factors
 (:data:`AUGMENT_FACTORS`), each map flipped back onto the original pixels (:func:`augmented`).
 
-**Projection.** ``upsample="bilinear"`` (default: it wins the most comparisons of
-``benchmarks/localization.py``, docs/localization.md) resizes with half-pixel centres;
-``"receptive_field"`` gives each input pixel the mean of the map values whose receptive fields
+**Projection.** ``upsample="centered"`` (default: it wins the most comparisons of
+``benchmarks/localization.py``, docs/localization.md) interpolates bilinearly between the units'
+receptive-field centres (``backproject(..., method="centered")``); ``"bilinear"`` resizes with
+half-pixel centres, which sit off the fields' centres by up to several pixels; ``"receptive_field"`` gives each input pixel the mean of the map values whose receptive fields
 cover it (:func:`kerasviz.receptive_field.backproject`); ``"effective"`` weights each unit by its
 number of paths to the pixel (its effective receptive field, ``backproject(...,
 method="effective")``); ``None`` returns the layer-resolution map. Maps are raw: not normalized (a
@@ -61,9 +62,13 @@ from kerasviz.receptive_field import (
 )
 
 Weighting = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
-_UPSAMPLE = ("receptive_field", "bilinear", None, "effective")
 #: The projections through receptive fields: ``upsample`` -> ``backproject`` method.
-_FIELD_RULES = {"receptive_field": "mean", "effective": "effective"}
+_FIELD_RULES = {"receptive_field": "mean", "effective": "effective", "centered": "centered"}
+_UPSAMPLE = ("receptive_field", "bilinear", None, "effective", "centered")
+#: Every way a CAM reaches the input (``upsample`` values other than None).
+PROJECTIONS = tuple(u for u in _UPSAMPLE if u is not None)
+#: The default projection: it wins the most comparisons of ``benchmarks/localization.py``.
+DEFAULT_UPSAMPLE = "centered"
 _SMOOTH = (None, "augment", "eigen")
 
 #: Intensity factors of ``smooth="augment"``, each with and without a horizontal flip: the
@@ -414,7 +419,7 @@ def cam(
     *,
     weighting: Weighting = grad_cam_weights,
     batch_size: int | None = None,
-    upsample: str | None = "bilinear",
+    upsample: str | None = DEFAULT_UPSAMPLE,
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -432,7 +437,8 @@ def cam(
         batch_size: rows per forward pass; None for all images at once.
         upsample: ``"receptive_field"`` (exact back-projection, the mean over the covering
             fields), ``"effective"`` (the same weighted by path counts: the effective receptive
-            fields), ``"bilinear"`` (the default) or None.
+            fields), ``"centered"`` (the default: bilinear between the field centres),
+            ``"bilinear"`` (a resize with half-pixel centres; needs no receptive field) or None.
         relu: rectify the map (standard); False keeps the negative evidence (signed maps).
         smooth: None; ``"eigen"`` for the first principal component of ``weights *
             activations`` in place of their sum (:func:`principal_map`); ``"augment"`` for
@@ -496,7 +502,7 @@ def grad_cam(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "bilinear",
+    upsample: str | None = DEFAULT_UPSAMPLE,
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -527,7 +533,7 @@ def grad_cam_plus_plus(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "bilinear",
+    upsample: str | None = DEFAULT_UPSAMPLE,
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -560,7 +566,7 @@ def layer_cam(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "bilinear",
+    upsample: str | None = DEFAULT_UPSAMPLE,
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -630,7 +636,7 @@ def score_cam(
     *,
     batch_size: int | None = None,
     max_channels: int | None = None,
-    upsample: str | None = "bilinear",
+    upsample: str | None = DEFAULT_UPSAMPLE,
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -738,7 +744,7 @@ def hires_cam(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "bilinear",
+    upsample: str | None = DEFAULT_UPSAMPLE,
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -772,7 +778,7 @@ def xgrad_cam(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "bilinear",
+    upsample: str | None = DEFAULT_UPSAMPLE,
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -820,7 +826,7 @@ def eigen_cam(
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str | None = "bilinear",
+    upsample: str | None = DEFAULT_UPSAMPLE,
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,
@@ -988,7 +994,7 @@ def ablation_cam(
     *,
     batch_size: int | None = None,
     max_channels: int | None = None,
-    upsample: str | None = "bilinear",
+    upsample: str | None = DEFAULT_UPSAMPLE,
     relu: bool = True,
     smooth: str | None = None,
     output: int | str | None = None,

@@ -35,7 +35,14 @@ from kerasviz._probe import (
     pre_activation,
 )
 from kerasviz._targets import ScoreRule, Targets
-from kerasviz.attribution.cams import _linear_target, cam, cam_layers, grad_cam_weights
+from kerasviz.attribution.cams import (
+    DEFAULT_UPSAMPLE,
+    PROJECTIONS,
+    _linear_target,
+    cam,
+    cam_layers,
+    grad_cam_weights,
+)
 from kerasviz.receptive_field import receptive_field
 
 #: Activation names guided as ReLUs (Activation layers and ``activation=`` arguments).
@@ -187,7 +194,7 @@ def guided_grad_cam(
     layer: LayerSpec | None = None,
     *,
     batch_size: int | None = None,
-    upsample: str = "bilinear",
+    upsample: str = DEFAULT_UPSAMPLE,
     output: int | str | None = None,
 ) -> np.ndarray:
     """Guided Grad-CAM: guided backprop times the Grad-CAM map, pixel by pixel.
@@ -195,7 +202,7 @@ def guided_grad_cam(
     Args:
         layer: the CAM layer; None for the default CAM layer.
         upsample: how the Grad-CAM map reaches the input, ``"receptive_field"``,
-            ``"effective"`` or ``"bilinear"`` (see :func:`~kerasviz.attribution.cams.cam`).
+            ``"effective"``, ``"centered"`` or ``"bilinear"`` (see :func:`~kerasviz.attribution.cams.cam`).
         Others: as in :func:`guided_backprop`.
 
     Returns:
@@ -206,7 +213,7 @@ def guided_grad_cam(
     Example:
         >>> g = kerasviz.guided_grad_cam(model, images, targets=3)
     """
-    choice(upsample, ("receptive_field", "effective", "bilinear"), "upsample")
+    choice(upsample, PROJECTIONS, "upsample")
     if isinstance(layer, list | tuple):
         raise ValueError(f"Expected `layer` to name one layer. Received: {layer!r}.")
     maps = cam(

@@ -212,12 +212,12 @@ def _cam_kernel(model, spec: MethodSpec, image_shape, output):
     kwargs = spec.kwargs
     weighting = kwargs.get("weighting", cams.grad_cam_weights)
     weighting = _CAM_WEIGHTS.get(spec.method, weighting)
-    upsample = kwargs.get("upsample", "bilinear")
+    upsample = kwargs.get("upsample", cams.DEFAULT_UPSAMPLE)
     relu = bool(kwargs.get("relu", True))
     (path,), _ = cams.cam_layers(model, kwargs.get("layer"))
     probe = get_probe(model, [path], output=output)
     rf = None
-    if upsample == "receptive_field":
+    if upsample in cams._FIELD_RULES:
         rf = receptive_field(model, path, input_size=tuple(image_shape[:-1]))
     size = tuple(image_shape[:-1])
 
@@ -231,7 +231,7 @@ def _cam_kernel(model, spec: MethodSpec, image_shape, output):
         a, g = tf.cast(activations, tf.float32), tf.cast(grads, tf.float32)
         maps = cams.combine(a, weighting(a, g), relu)
         if rf is not None:
-            maps = backproject_tf(maps, rf)
+            maps = backproject_tf(maps, rf, method=cams._FIELD_RULES[upsample])
         elif upsample == "bilinear":
             maps = tf.image.resize(maps[..., None], size, method="bilinear")[..., 0]
         return maps, logits
@@ -391,7 +391,7 @@ def build_kernel(
         for key, value in spec.kwargs.items()
     ):
         return None
-    if spec.kwargs.get("upsample", "bilinear") not in ("receptive_field", "bilinear"):
+    if spec.kwargs.get("upsample", cams.DEFAULT_UPSAMPLE) not in cams.PROJECTIONS:
         return None  # layer-resolution maps or another projection: the public function
     if spec.method in ("cam", *_CAM_WEIGHTS):
         return _cam_kernel(model, spec, image_shape, output)

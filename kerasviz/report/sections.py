@@ -25,6 +25,7 @@ from kerasviz import metrics, plot
 # No public function lists a model's leaf layers yet; these are the library's own walkers.
 from kerasviz._graph import is_graph_model, iter_layers
 from kerasviz._layers import is_conv, output_shape, spatial_layers
+from kerasviz.attribution.cams import project_host
 from kerasviz.report.budget import Costs, Knobs, run_optimization
 from kerasviz.report.page import Section
 from kerasviz.report.subject import Settings, Subject, forward
@@ -558,10 +559,17 @@ def _sec_neuron_patterns(subjects: list[Subject], st: Settings, sec: Section) ->
 _CAMS = (("Grad-CAM", kerasviz.grad_cam), ("Grad-CAM++", kerasviz.grad_cam_plus_plus))
 
 
-def _projected(s: Subject, method: Callable, x: np.ndarray, t: np.ndarray, rf: Any) -> tuple:
-    """``method``'s CAM of ``s.cam_layer``, back-projected through the exact fields and resized."""
-    cam = method(s.model, x, t, s.cam_layer, upsample=None)
-    return kerasviz.backproject(cam, rf), kerasviz.resize_bilinear(cam, rf.input_size)
+#: The projections the report sets side by side: label -> ``upsample``.
+_PROJECTIONS = {
+    "exact RF": "receptive_field",
+    "centered": "centered",
+    "bilinear resize": "bilinear",
+}
+
+
+def _projected(cam: np.ndarray, rf: Any) -> dict[str, np.ndarray]:
+    """A layer-resolution CAM ``(n, h, w)`` under each of :data:`_PROJECTIONS`."""
+    return {k: project_host(cam, rf, up, rf.input_size) for k, up in _PROJECTIONS.items()}
 
 
 def _signed_pair(s: Subject) -> tuple | None:
@@ -582,7 +590,7 @@ def _shared(st: Settings) -> dict:
 
 def _sec_grad_cam(subjects: list[Subject], st: Settings, sec: Section) -> None:
     """Where the evidence for the class lies, projected exactly through the receptive fields,
-    beside the usual bilinear resize.
+    beside the default centered interpolation and the usual bilinear resize.
     """
     for s in subjects:
         n = min(st.show, len(s.inputs))
@@ -602,17 +610,18 @@ def _sec_grad_cam(subjects: list[Subject], st: Settings, sec: Section) -> None:
             if name == "Grad-CAM" and pair is not None:
                 _shared(st)[("signed", id(s.model))] = raw[n:]
             cam = np.maximum(raw[:n], 0.0)
-            maps[f"{name}\nexact RF"] = kerasviz.backproject(cam, rf)
-            maps[f"{name}\nresize"] = kerasviz.resize_bilinear(cam, rf.input_size)
+            for label, projected in _projected(cam, rf).items():
+                maps[f"{name}\n{label}"] = projected
         names = " and ".join(name for name, _ in _CAMS[: max(st.cam_methods, 1)])
         left_out = ", ".join(name for name, _ in _CAMS[max(st.cam_methods, 1) :])
         sec.image(
             plot.heatmaps(_rgb(s.display[:n]), maps),
             f"grad_cam_{_slug(s.name)}",
-            alt=f"{names} of {s.name}, back-projected and resized",
+            alt=f"{names} of {s.name}, back-projected, centered and resized",
             caption=f"{s.name}, layer {s.cam_layer} ({_spatial(rf.map_size)} map, RF "
             f"{_spatial(rf.size)}, stride {_spatial(rf.stride)}, start {rf.start}): each map "
-            f"back-projected through the exact receptive fields, beside a bilinear resize"
+            f"back-projected through the exact receptive fields, interpolated between the field "
+            f"centres (the default projection) and resized bilinearly"
             f"{_within(st)}{f' ({left_out} left out)' if left_out else ''}. Targets: "
             + ", ".join(s.class_name(c) for c in t)
             + ".",
@@ -1453,8 +1462,7 @@ def localization_scores(s: Subject, settings: Settings) -> list[list[Any]]:
     tolerance = standard_tolerance(_input_hw(s))
 
     def cams(method: Callable) -> dict[str, np.ndarray]:
-        exact, resized = _projected(s, method, x, t, rf)
-        return {"exact RF": exact, "bilinear resize": resized}
+        return _projected(method(s.model, x, t, s.cam_layer, upsample=None), rf)
 
     methods: dict[str, Callable[[], dict[str, np.ndarray]]] = {
         name: functools.partial(cams, method) for name, method in _CAMS
