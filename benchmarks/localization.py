@@ -9,8 +9,8 @@ scores it, with 95% percentile-bootstrap intervals over the images; every cell s
   Ablation-CAM) under four projections onto the input: the exact receptive-field mean
   (``upsample="receptive_field"``), the effective receptive field (``"effective"``, path counts),
   bilinear interpolation between the field centres (``"centered"``) and the bilinear resize
-  (``"bilinear"``). The layer map is computed once (``upsample=None``) and projected four ways; on the first 8 images each projection is checked equal to the
-  public function's own, which is run instead where it differs (Score-CAM projects its masks).
+  (``"bilinear"``), each (CAM, projection) one method of one :func:`kerasviz.explain_dataset`
+  run (its store gives the standard pointing game and energy per image).
   Their map-only metrics use all ``--n`` images (Score-CAM and Ablation-CAM: the first
   ``--n-costly-cam``): this is the projection comparison.
 - The other map methods (saliency, SmoothGrad, integrated gradients, input x gradient,
@@ -55,8 +55,6 @@ import tensorflow as tf  # noqa: E402
 
 import kerasviz  # noqa: E402
 from kerasviz import datasets, metrics  # noqa: E402
-from kerasviz._layers import default_cam_layer  # noqa: E402
-from kerasviz.attribution.cams import project_host  # noqa: E402
 from kerasviz.dataset_scale import METHODS as DATASET_METHODS  # noqa: E402
 from kerasviz.dataset_scale import bootstrap_ci  # noqa: E402
 
@@ -291,45 +289,19 @@ class Scorer:
         lap("randomization")
 
 
-def cam_maps(model, label: str, table: list[Row], images, labels, args) -> dict[str, np.ndarray]:
-    """One CAM's maps under every projection: the layer maps are computed once and projected
-    every way (checked equal to the public function's own projection on the first images)."""
-    fn = getattr(kerasviz, table[0].function)
-    kwargs = dict(table[0].kwargs)
-    layer, _ = default_cam_layer(model)
-    rf = kerasviz.receptive_field(model, layer, input_size=images.shape[1:3])
-    fn(model, images[:2], labels[:2], upsample=None, batch_size=args.batch_size, **kwargs)
-    start = time.perf_counter()
-    raw = fn(model, images, labels, upsample=None, batch_size=args.batch_size, **kwargs)
-    seconds = time.perf_counter() - start
-    out = {}
-    for row in table:
-        upsample = PROJECTIONS[row.projection]
-        begin = time.perf_counter()
-        maps = project_host(np.asarray(raw, np.float32), rf, upsample, images.shape[1:3])
-        row.seconds = (seconds + time.perf_counter() - begin) / len(images)
-        k = min(8, len(images))
-        public = row.method(args.batch_size)(model, images[:k], labels[:k])
-        if not np.allclose(public, maps[:k], rtol=1e-4, atol=1e-5 * np.abs(public).max()):
-            _log(
-                f"  {label} {row.projection}: projection differs from the public function; using it"
-            )
-            start = time.perf_counter()
-            maps = row.method(args.batch_size)(model, images, labels)
-            row.seconds = (time.perf_counter() - start) / len(images)
-        out[row.key] = np.asarray(maps, np.float32)
-    return out
-
-
-def stored_maps(model, rows_, images, labels, masks, args, out: Path) -> dict[str, np.ndarray]:
-    """One explain_dataset run for the rows it supports: maps and the store's metrics."""
+def stored_maps(
+    model, rows_, images, labels, masks, args, out: Path, perturbation: bool = True
+) -> dict[str, np.ndarray]:
+    """One explain_dataset run for the rows it supports: maps and the store's metrics (the
+    pointing game and energy; with ``perturbation``, deletion and insertion too)."""
     supported = [r for r in rows_ if r.function in DATASET_METHODS]
     if not supported:
         return {}
     methods = {r.key: (r.function, r.call_kwargs) for r in supported}
     data = tf.data.Dataset.from_tensor_slices((images, labels, masks))
-    store_metrics = {name: kwargs for name, (_, kwargs) in STORE_METRICS.items()}
-    for name in ("deletion_auc", "insertion_auc"):
+    wanted = STORE_METRICS if perturbation else dict(list(STORE_METRICS.items())[:2])
+    store_metrics = {name: kwargs for name, (_, kwargs) in wanted.items()}
+    for name in set(store_metrics) & {"deletion_auc", "insertion_auc"}:
         store_metrics[name] = {**store_metrics[name], "steps": args.steps}
     start = time.perf_counter()
     store = kerasviz.explain_dataset(
@@ -349,7 +321,7 @@ def stored_maps(model, rows_, images, labels, masks, args, out: Path) -> dict[st
     maps = {}
     for r in supported:
         maps[r.key] = np.asarray(store[f"maps/{r.key}"][:], np.float32)
-        for name, (key, _) in STORE_METRICS.items():
+        for name, (key, _) in wanted.items():
             r.values[key] = np.asarray(table[f"{r.key}/{name}"], np.float64)
         r.seconds = seconds / len(images) / len(supported)  # the store's mean per method
     _log(f"explain_dataset: {len(supported)} methods on {len(images)} images in {seconds:.0f} s")
@@ -428,18 +400,24 @@ def evaluate(path: Path, args, progress: dict) -> tuple[str, list[Row]]:
         )
         _checkpoint(args, path.stem, title, table, progress)
 
-    for label, _, _ in CAMS:
-        todo = [r for r in table if r.label == label and r.key not in done]
-        if not todo:
-            continue
-        k = min(args.n, args.n_costly_cam) if label in COSTLY_CAMS else args.n
-        start = time.perf_counter()
-        maps = cam_maps(model, label, todo, images[:k], labels[:k], args)
-        for row in todo:
-            finish(row, maps[row.key], False, start)
-            start = time.perf_counter()
-    others = [r for r in table if r.projection == "-" and r.key not in done]
     store_dir = Path(args.store) / path.stem if args.store else Path(tempfile.mkdtemp()) / "s"
+    # Every CAM under every projection through explain_dataset: the map-only metrics on all
+    # its images (the costly CAMs on fewer); deletion and insertion on --n-model, below.
+    for costly in (False, True):
+        todo = [
+            r
+            for r in table
+            if r.projection != "-" and r.key not in done and (r.label in COSTLY_CAMS) == costly
+        ]
+        k = min(args.n, args.n_costly_cam) if costly else args.n
+        where = store_dir.with_name(f"{store_dir.name}-cams{int(costly)}")
+        maps = stored_maps(model, todo, images[:k], labels[:k], masks[:k], args, where, False)
+        for row in todo:
+            start = time.perf_counter()
+            if row.key not in maps:  # a CAM explain_dataset does not know: the public function
+                maps[row.key] = direct_maps(model, row, images[:k], labels[:k], args)
+            finish(row, maps.pop(row.key), False, start)
+    others = [r for r in table if r.projection == "-" and r.key not in done]
     k = min(args.n, args.n_other)
     cheap = [r for r in others if not r.expensive]
     stored = stored_maps(model, cheap, images[:k], labels[:k], masks[:k], args, store_dir)
