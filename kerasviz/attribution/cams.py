@@ -30,7 +30,8 @@ the first principal component of ``weights * activations`` (:func:`principal_map
 **Projection.** ``upsample="centered"`` (default: it wins the most comparisons of
 ``benchmarks/localization.py``, docs/localization.md) interpolates bilinearly between the units'
 receptive-field centres (``backproject(..., method="centered")``); ``"bilinear"`` resizes with
-half-pixel centres, which sit off the fields' centres by up to several pixels; ``"receptive_field"`` gives each input pixel the mean of the map values whose receptive fields
+half-pixel centres, which sit off the fields' centres by up to several pixels;
+``"receptive_field"`` gives each input pixel the mean of the map values whose receptive fields
 cover it (:func:`kerasviz.receptive_field.backproject`); ``"effective"`` weights each unit by its
 number of paths to the pixel (its effective receptive field, ``backproject(...,
 method="effective")``); ``None`` returns the layer-resolution map. Maps are raw: not normalized (a

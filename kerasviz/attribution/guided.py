@@ -201,8 +201,9 @@ def guided_grad_cam(
 
     Args:
         layer: the CAM layer; None for the default CAM layer.
-        upsample: how the Grad-CAM map reaches the input, ``"receptive_field"``,
-            ``"effective"``, ``"centered"`` or ``"bilinear"`` (see :func:`~kerasviz.attribution.cams.cam`).
+        upsample: how the Grad-CAM map reaches the input: ``"centered"`` (the default),
+            ``"receptive_field"``, ``"effective"`` or ``"bilinear"`` (see
+            :func:`~kerasviz.attribution.cams.cam`).
         Others: as in :func:`guided_backprop`.
 
     Returns:
