@@ -318,7 +318,7 @@ def _inverse(rf: ReceptiveField) -> tuple[np.ndarray, np.ndarray]:
 def _tents(rf: ReceptiveField) -> tuple[tuple, np.ndarray, np.ndarray]:
     """The plan of ``method="centered"``: per axis a ``("matrix", a)`` step, ``a[p, i] = max(0,
     1 - |p - c_i| / stride)`` with ``c_i`` unit ``i``'s field centre (a global axis: ones); no
-    normalization (ones); and the pixels no tent reaches."""
+    per-pixel scale (None); and the pixels no tent reaches."""
     plans, reached = [], []
     for axis in range(rf.ndim):
         n, m, stride = rf.input_size[axis], rf.map_size[axis], rf.stride[axis]
@@ -331,15 +331,13 @@ def _tents(rf: ReceptiveField) -> tuple[tuple, np.ndarray, np.ndarray]:
         plans.append(("matrix", a))
         reached.append(a.sum(axis=1) > 0)
     uncovered = ~functools.reduce(np.logical_and.outer, reached)
-    ones = np.ones(rf.input_size)
-    for arr in (ones, uncovered):
-        arr.setflags(write=False)
-    return tuple(plans), ones, uncovered
+    uncovered.setflags(write=False)
+    return tuple(plans), None, uncovered
 
 
-def _sum_plan(rf: ReceptiveField, method: str) -> tuple[tuple, np.ndarray, np.ndarray]:
-    """Per-axis sum steps, per-pixel scale and uncovered mask of the ``"mean"`` or
-    ``"centered"`` rule."""
+def _sum_plan(rf: ReceptiveField, method: str) -> tuple[tuple, np.ndarray | None, np.ndarray]:
+    """Per-axis sum steps, per-pixel scale (None for none) and uncovered mask of the ``"mean"``
+    or ``"centered"`` rule."""
     if method == "centered":
         return _tents(rf)
     plans, _ = _coverage(rf)
@@ -770,8 +768,9 @@ def backproject(
         else:
             summed = np.moveaxis(np.tensordot(plan[1], summed, axes=([1], [ax])), 0, ax)
     if channels:
-        inverse, uncovered = inverse[..., None], uncovered[..., None]
-    out = (summed * inverse).astype(np.float32)
+        uncovered = uncovered[..., None]
+        inverse = None if inverse is None else inverse[..., None]
+    out = (summed if inverse is None else summed * inverse).astype(np.float32)
     if fill != 0 and uncovered.any():
         out = np.where(uncovered, np.float32(fill), out)
     return out if batched else out[0]
@@ -799,8 +798,10 @@ def backproject_tf(
     method = _check_method(method)
     values = tf.convert_to_tensor(values)
     batched, channels = _layout(tuple(values.shape), rf, input_size)
-    # float64 inside: prefix sums cancel, and the maps are small next to the model's work
-    x = tf.cast(values, tf.float64)
+    # float64 inside: prefix sums cancel, and the maps are small next to the model's work. The
+    # centered rule's weights are non-negative, so nothing cancels: float32 there.
+    dtype = tf.float32 if method == "centered" else tf.float64
+    x = tf.cast(values, dtype)
     if not batched:
         x = x[None]
     rank = len(x.shape)
@@ -822,11 +823,12 @@ def backproject_tf(
             prefix = tf.cumsum(tf.pad(x, pad), axis=ax)
             x = tf.gather(prefix, plan[2], axis=ax) - tf.gather(prefix, plan[1], axis=ax)
         else:
-            moved = tf.tensordot(tf.constant(plan[1], tf.float64), x, axes=[[1], [ax]])
+            moved = tf.tensordot(tf.constant(plan[1], dtype), x, axes=[[1], [ax]])
             x = tf.transpose(moved, [*range(1, ax + 1), 0, *range(ax + 1, rank)])
     if channels:
-        inverse, uncovered = inverse[..., None], uncovered[..., None]
-    out = tf.cast(x * tf.constant(inverse, tf.float64), tf.float32)
+        uncovered = uncovered[..., None]
+        inverse = None if inverse is None else inverse[..., None]
+    out = tf.cast(x if inverse is None else x * tf.constant(inverse, dtype), tf.float32)
     if fill != 0 and uncovered.any():
         out = tf.where(tf.constant(uncovered), tf.cast(fill, tf.float32), out)
     return out if batched else out[0]
