@@ -183,12 +183,13 @@ class DatasetSource(Source):
         self.n = cardinality
 
     def sample(self) -> np.ndarray:
-        for element in self._data.take(1):
-            if self._separate_masks:
-                element = element[0]
-            image, _, _ = _parts(element)
-            return np.asarray(image, np.float32)[None]
-        raise ValueError("Expected `data` to hold at least one image. Received: none.")
+        # One op, not an iterator: a new iterator copies the tensors the dataset was made from
+        # (`from_tensor_slices`: all the images). The cardinality is known to be at least 1.
+        element = self._data.take(1).get_single_element()
+        if self._separate_masks:
+            element = element[0]
+        image, _, _ = _parts(element)
+        return np.asarray(image, np.float32)[None]
 
     def _mask_dataset(self, masks: Any) -> tf.data.Dataset:
         h, w, _ = self.image_shape
@@ -266,7 +267,11 @@ class DatasetSource(Source):
             keep[np.asarray(chunks, int)] = True
             table = tf.constant(keep)
             data = data.filter(lambda k, *_: tf.gather(table, k // per_chunk))
-        data = data.map(lambda k, *e: self._normalize(k * per_replica, per_replica, *e))
+        # No Python control flow on tensors in `_normalize`: skip autograph's conversion.
+        normalize = tf.autograph.experimental.do_not_convert(
+            lambda k, *e: self._normalize(k * per_replica, per_replica, *e)
+        )
+        data = data.map(normalize)
         batches = sum(-(-min(batch_size, self.n - c * batch_size) // per_replica) for c in chunks)
         blanks = steps * per_chunk - batches
         if blanks:
