@@ -481,6 +481,13 @@ def markdown_table(table: list[Row], keys: list[str], seconds: bool = True) -> s
     return "\n".join(lines)
 
 
+def _finite_mean(values: np.ndarray) -> float:
+    """The mean over the finite values, as in the cells (``bootstrap_ci`` drops the others):
+    max-sensitivity is inf on an image whose clean map is all zero and changes under noise."""
+    values = np.asarray(values, np.float64)
+    return float(values[np.isfinite(values)].mean())
+
+
 def _paired(a: np.ndarray, b: np.ndarray, higher: bool) -> int:
     """+1 when ``a`` is better than ``b`` (a paired 95% bootstrap interval of the mean
     difference excludes 0 on the good side), -1 when worse, 0 for a tie."""
@@ -551,11 +558,13 @@ def compare(results: list[tuple[str, list[Row]]]) -> tuple[str, dict]:
         for key, title_, higher in COLUMNS:
             if not cams or not all(key in by[(c, p)].values for c in cams for p in names):
                 continue
-            means = {p: np.mean([np.nanmean(by[(c, p)].values[key]) for c in cams]) for p in names}
+            means = {
+                p: np.mean([_finite_mean(by[(c, p)].values[key]) for c in cams]) for p in names
+            }
             counts = {int(np.isfinite(by[(c, p)].values[key]).sum()) for c in cams for p in names}
             n = "/".join(str(v) for v in sorted(counts, reverse=True))
             for c in cams:
-                m = {p: _rounded(float(np.nanmean(by[(c, p)].values[key]))) for p in names}
+                m = {p: _rounded(_finite_mean(by[(c, p)].values[key])) for p in names}
                 top = max(m.values()) if higher else min(m.values())
                 winners = [p for p in names if m[p] == top]
                 for p in winners:
