@@ -5,8 +5,8 @@ within one stride beyond the outermost centres. Holding the outermost value out 
 instead (as a resize does) is the other choice. This script scores both, and a bilinear resize,
 on the first ``--n`` held-out shapes images of both demo models for the six gradient CAMs:
 average drop (lower is better), sparseness (Gini, higher is better) and the energy pointing game
-(higher is better), each against bilinear by a paired 95% percentile bootstrap of the mean
-per-image difference (1000 resamples).
+(higher is better), each against bilinear by the paired 95% bootstrap of
+``benchmarks/localization.py``.
 
 The fade is checked equal to the library's own `upsample="centered"` on the first 8 images.
 
@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(__file__))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from localization import _paired  # noqa: E402
 
 import kerasviz  # noqa: E402
 from kerasviz import datasets, metrics  # noqa: E402
-from kerasviz.receptive_field import _tents  # noqa: E402
+from kerasviz.receptive_field import _centers, _tents  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMS = ("grad_cam", "grad_cam_plus_plus", "layer_cam", "hires_cam", "xgrad_cam", "eigen_cam")
@@ -41,17 +44,9 @@ METRICS = (
 
 
 def verdict(a: np.ndarray, b: np.ndarray, lower: bool) -> str:
-    """``a`` against ``b``: better, worse or tied by a paired 95% bootstrap interval."""
-    diff = a - b
-    diff = diff[np.isfinite(diff)]
-    rng = np.random.default_rng(0)
-    means = rng.choice(diff, (1000, len(diff))).mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    if low > 0:
-        return "worse" if lower else "better"
-    if high < 0:
-        return "better" if lower else "worse"
-    return "tied"
+    """``a`` against ``b``: better, worse or tied by the localization benchmark's paired 95%
+    bootstrap of the mean per-image difference."""
+    return {1: "better", 0: "tied", -1: "worse"}[_paired(a, b, higher=not lower)]
 
 
 def held(tents: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -75,11 +70,7 @@ def main() -> None:
         layer, _ = kerasviz.default_cam_layer(model)
         rf = kerasviz.receptive_field(model, layer, input_size=images.shape[1:3])
         (_, ty), (_, tx) = _tents(rf)[0]
-        centers = [
-            rf.start[k] + rf.stride[k] * np.arange(rf.map_size[k]) + (rf.size[k] - 1) / 2
-            for k in (0, 1)
-        ]
-        hy, hx = held(ty, centers[0]), held(tx, centers[1])
+        hy, hx = held(ty, _centers(rf, 0)), held(tx, _centers(rf, 1))
         for cam in CAMS:
             method = getattr(kerasviz, cam)
             layer_maps = np.asarray(method(model, images, labels, upsample=None), np.float32)

@@ -315,6 +315,13 @@ def _inverse(rf: ReceptiveField) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=64)
+def _centers(rf: ReceptiveField, axis: int) -> np.ndarray:
+    """The field centres ``start + i * stride + (size - 1) / 2`` of all units along ``axis``,
+    in input pixels (float64)."""
+    size, stride, start = rf.size[axis], rf.stride[axis], rf.start[axis]
+    return start + stride * np.arange(rf.map_size[axis]) + (size - 1) / 2
+
+
 def _tents(rf: ReceptiveField) -> tuple[tuple, np.ndarray, np.ndarray]:
     """The plan of ``method="centered"``: per axis a ``("matrix", a)`` step, ``a[p, i] = max(0,
     1 - |p - c_i| / stride)`` with ``c_i`` unit ``i``'s field centre (a global axis: ones); no
@@ -325,8 +332,7 @@ def _tents(rf: ReceptiveField) -> tuple[tuple, np.ndarray, np.ndarray]:
         if stride == 0:  # a global axis: one unit that sees every pixel
             a = np.ones((n, m))
         else:
-            centers = rf.start[axis] + stride * np.arange(m) + (rf.size[axis] - 1) / 2
-            a = np.maximum(0.0, 1.0 - np.abs(np.arange(n)[:, None] - centers) / stride)
+            a = np.maximum(0.0, 1.0 - np.abs(np.arange(n)[:, None] - _centers(rf, axis)) / stride)
         a.setflags(write=False)
         plans.append(("matrix", a))
         reached.append(a.sum(axis=1) > 0)
